@@ -1,0 +1,32 @@
+# `make run`: set up .venv and generate with the embedded tiny default (no weight downloads).
+# `make test`: set up .venv and run the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+# A CPU build of torch (on this project's machines the wheel is on local disk); override for CUDA.
+TORCH ?= torch==2.13.0
+EXTRAS ?= dev,train,demo
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+
+.PHONY: setup run test lint clean
+
+$(VENV)/.installed-$(EXTRAS): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)" -e ".[$(EXTRAS)]"
+	touch $@
+
+setup: $(VENV)/.installed-$(EXTRAS)
+
+run: setup
+	$(VENV)/bin/anygen generate "a dog barking on a beach" --want image,video,audio --seed 0 --out out/
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check anygen tests benchmarks demo
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

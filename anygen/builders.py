@@ -1,0 +1,131 @@
+"""Build each node of a spec, from its config (random weights from its seed) or from its weights path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from anygen import widths
+from anygen.errors import SpecError, WeightsError
+from anygen.llm import LanguageModel
+from anygen.projectors import InputProjector, OutputProjector
+from anygen.spec import PipelineSpec
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise SpecError(f"unknown torch dtype {name!r} (use e.g. float32, float16, bfloat16)")
+    return dtype
+
+
+def _require(path: Path | None, node: str) -> Path:
+    if path is None or not path.exists():
+        raise WeightsError(
+            f"{node}: weights not found at {path}. Run `anygen weights verify <pipeline>` to see what is missing "
+            "and how to get it."
+        )
+    return path
+
+
+def build_encoder(spec: PipelineSpec, name: str) -> torch.nn.Module:
+    node = spec.encoders[name]
+    path = spec.resolve(node.path)
+    if node.type == "tiny-imagebind":
+        from anygen.encoders.tiny import TinyImageBindConfig, TinyImageBindEncoder
+
+        if path is not None:
+            return TinyImageBindEncoder.from_pretrained(_require(path, f"encoders.{name}"))
+        return TinyImageBindEncoder.from_config(TinyImageBindConfig.from_dict(node.config), seed=node.seed)
+    from anygen.encoders.imagebind import ImageBindEncoder
+
+    return ImageBindEncoder.from_checkpoint(_require(path, f"encoders.{name}"))
+
+
+def build_llm(spec: PipelineSpec) -> LanguageModel:
+    node = spec.llm
+    signal_tokens = {m: out.signal_tokens.names() for m, out in spec.outputs.items()}
+    path = spec.resolve(node.path)
+    if path is not None:
+        return LanguageModel.from_pretrained(
+            _require(path, "llm"), signal_tokens, node.hidden_layer, torch_dtype=_dtype(node.torch_dtype)
+        )
+    if node.tokenizer.type != "byte-level":
+        raise SpecError("llm: a model built from config needs tokenizer.type: byte-level (or give a path)")
+    from anygen.tokenizer import byte_level_tokenizer
+
+    return LanguageModel.from_config(
+        node.config, byte_level_tokenizer(), signal_tokens, node.seed, node.hidden_layer
+    )
+
+
+def _load_module_weights(module: torch.nn.Module, path: Path, node: str) -> None:
+    state = load_file(_require(path, node))
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{node}: {path} does not match: missing keys {missing}, unexpected keys {unexpected}"
+        )
+
+
+def _seeded(seed: int, build):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def build_input_projector(spec: PipelineSpec, name: str) -> InputProjector:
+    node = spec.input_projectors[name]
+    in_dim = widths.encoder_output_dim(spec, node.encoder)
+    proj = _seeded(
+        node.seed, lambda: InputProjector(node.type, in_dim, widths.llm_hidden_size(spec), node.num_tokens)
+    )
+    if node.path is not None:
+        _load_module_weights(proj, spec.resolve(node.path), f"input_projectors.{name}")
+    return proj.eval()
+
+
+def build_output_projector(spec: PipelineSpec, modality: str) -> OutputProjector:
+    out = spec.outputs[modality]
+    node = out.projector
+    tokens, width = widths.generator_condition_shape(spec, modality)
+    proj = _seeded(
+        node.seed,
+        lambda: OutputProjector(
+            node.type,
+            widths.llm_hidden_size(spec),
+            node.out_dim or width,
+            node.num_queries or tokens,
+            d_model=node.d_model,
+            nhead=node.nhead,
+            num_encoder_layers=node.num_encoder_layers,
+            num_decoder_layers=node.num_decoder_layers,
+        ),
+    )
+    if node.path is not None:
+        _load_module_weights(proj, spec.resolve(node.path), f"outputs.{modality}.projector")
+    return proj.eval()
+
+
+def build_generator(spec: PipelineSpec, modality: str):
+    from anygen.generators import build_generator as build
+
+    node = spec.outputs[modality].generator
+    path = spec.resolve(node.path)
+    if path is not None:
+        _require(path, f"outputs.{modality}.generator")
+        generator = build(node.type, path=path, torch_dtype=_dtype(node.torch_dtype))
+    else:
+        generator = build(node.type, config=node.config, seed=node.seed)
+    if node.cpu_offload:
+        generator.enable_model_cpu_offload()
+    return generator
+
+
+def save_module(module: torch.nn.Module, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, path)

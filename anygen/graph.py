@@ -1,0 +1,72 @@
+"""A readable description of a pipeline's graph (``anygen info``)."""
+
+from __future__ import annotations
+
+from anygen import widths
+from anygen.spec import PipelineSpec, load_spec
+
+
+def _source(node) -> str:
+    return f"weights {node.path}" if getattr(node, "path", None) else f"random init, seed {node.seed}"
+
+
+def _count(module) -> str:
+    if module is None:
+        return "not built"
+    modules = module.components().values() if hasattr(module, "components") else [module]
+    total = sum(p.numel() for m in modules if hasattr(m, "parameters") for p in m.parameters())
+    return f"{total / 1e6:.2f}M params" if total >= 1e5 else f"{total:,} params"
+
+
+def describe(name_or_path: str, parameters: bool = True) -> str:
+    spec = load_spec(name_or_path)
+    pipe = None
+    if parameters:
+        from anygen.pipeline import AnyToAnyPipeline
+
+        pipe = AnyToAnyPipeline(spec)
+
+    def count(build) -> str:
+        if pipe is None:
+            return ""
+        try:
+            return "  [" + _count(build()) + "]"
+        except Exception as err:  # a node whose weights are not there yet
+            return f"  [not loadable here: {str(err).splitlines()[0]}]"
+
+    hidden = widths.llm_hidden_size(spec)
+    lines = [f"pipeline {spec.name}: {spec.description}".rstrip(": "), ""]
+    lines.append("inputs")
+    for name, proj in spec.input_projectors.items():
+        enc = spec.encoders[proj.encoder]
+        dim = widths.encoder_output_dim(spec, proj.encoder)
+        lines.append(
+            f"  encoders.{proj.encoder} ({enc.type}, {_source(enc)}): {', '.join(enc.modalities)} -> {dim}"
+            + count(lambda n=proj.encoder: pipe.encoder(n))
+        )
+        lines.append(
+            f"  input_projectors.{name} ({proj.type}): {dim} -> {proj.num_tokens} x {hidden}"
+            + count(lambda n=name: pipe.input_projector(n))
+        )
+    lines.append("llm")
+    lines.append(
+        f"  llm ({spec.llm.type}, {_source(spec.llm)}): hidden {hidden}, layer {spec.llm.hidden_layer} feeds the "
+        "output projectors" + count(lambda: pipe.llm)
+    )
+    lines.append("outputs")
+    for modality, out in spec.outputs.items():
+        tokens, width = widths.generator_condition_shape(spec, modality)
+        names = out.signal_tokens.names()
+        lines.append(f"  {modality}: signal tokens {names[0]}..{names[-1]} ({out.signal_tokens.count})")
+        lines.append(
+            f"    projector ({out.projector.type}): {out.signal_tokens.count} x {hidden} -> {tokens} x {width}"
+            + count(lambda m=modality: pipe.output_projector(m))
+        )
+        lines.append(
+            f"    generator ({out.generator.type}, {_source(out.generator)}): conditioned on {tokens} x {width}"
+            + count(lambda m=modality: pipe.generator(m))
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["describe", "PipelineSpec"]

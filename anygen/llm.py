@@ -1,0 +1,136 @@
+"""The language model node: a transformers causal LM, its tokenizer and the signal tokens.
+
+Signal tokens (``[IMG0]..[IMG3]`` and so on) are added as special tokens; the embedding matrix grows to
+hold them. Prompts are sequences of text and media features, embedded into ``inputs_embeds``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from anygen.errors import WeightsError
+
+
+@dataclass(frozen=True)
+class SignalSpan:
+    """The signal tokens of one output modality, in order."""
+
+    modality: str
+    token_ids: tuple[int, ...]
+
+
+class LanguageModel(nn.Module):
+    """A causal LM plus tokenizer, with the signal tokens of every output modality registered."""
+
+    def __init__(
+        self, model: nn.Module, tokenizer, signal_tokens: dict[str, list[str]], hidden_layer: int = -1
+    ):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.hidden_layer = hidden_layer
+        missing = [t for names in signal_tokens.values() for t in names if t not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_tokens(missing, special_tokens=True)
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        self.spans = {
+            m: SignalSpan(m, tuple(tokenizer.convert_tokens_to_ids(n) for n in names))
+            for m, names in signal_tokens.items()
+        }
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls,
+        config: dict,
+        tokenizer,
+        signal_tokens: dict[str, list[str]],
+        seed: int = 0,
+        hidden_layer: int = -1,
+    ) -> LanguageModel:
+        """Random weights from a transformers config dict (``model_type`` names the architecture)."""
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = dict(config)
+        model_type = config.pop("model_type", "llama")
+        config.setdefault("vocab_size", len(tokenizer))
+        config.setdefault("bos_token_id", tokenizer.bos_token_id)
+        config.setdefault("eos_token_id", tokenizer.eos_token_id)
+        config.setdefault("pad_token_id", tokenizer.pad_token_id)
+        hf_config = AutoConfig.for_model(model_type, **config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(hf_config)
+        return cls(model.eval(), tokenizer, signal_tokens, hidden_layer)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: Path, signal_tokens: dict[str, list[str]], hidden_layer: int = -1, torch_dtype=None
+    ) -> LanguageModel:
+        """Load a local Hugging Face folder (config.json, safetensors, tokenizer files)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not (path / "config.json").is_file():
+            raise WeightsError(f"llm: {path} holds no config.json (expected a Hugging Face model folder)")
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, dtype=torch_dtype, use_safetensors=True
+        )
+        return cls(model.eval(), tokenizer, signal_tokens, hidden_layer)
+
+    def save_pretrained(self, path: Path) -> None:
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+
+    # -- properties ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.embeddings.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embeddings.weight.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embeddings.weight.shape[1]
+
+    @property
+    def embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def signal_token_ids(self) -> set[int]:
+        return {t for span in self.spans.values() for t in span.token_ids}
+
+    # -- prompts ------------------------------------------------------------------------------------
+    def embed_text(self, text: str) -> torch.Tensor:
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
+        return self.embeddings(ids.to(self.device))
+
+    def embed_segments(self, segments: Sequence[str | torch.Tensor], bos: bool = True) -> torch.Tensor:
+        """Embed text pieces and already-projected media features ``[n, hidden]`` into one ``[L, hidden]``.
+
+        One BOS starts the sequence (NExT-GPT's legacy code put one before every text piece).
+        """
+        parts = []
+        if bos and self.tokenizer.bos_token_id is not None:
+            parts.append(self.embeddings(torch.tensor([self.tokenizer.bos_token_id], device=self.device)))
+        for seg in segments:
+            if isinstance(seg, str):
+                if seg:
+                    parts.append(self.embed_text(seg))
+            else:
+                parts.append(seg.to(device=self.device, dtype=self.dtype))
+        return torch.cat(parts, dim=0)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of generated tokens, without signal or other special tokens."""
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)

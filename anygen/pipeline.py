@@ -1,0 +1,379 @@
+"""``AnyToAnyPipeline``: media and text in, text and media out.
+
+    encoders -> input projectors -> LLM (signal tokens) -> output projectors -> generators
+
+Components are built lazily, on first use: a text->image call never builds the video or audio model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from anygen import builders, media
+from anygen.errors import AnyGenError
+from anygen.generation import SamplingOptions, generate
+from anygen.llm import LanguageModel
+from anygen.output import AnyToAnyOutput
+from anygen.prompt import MediaSlot, Turn, conversation_segments
+from anygen.spec import MODALITIES, SPEC_FILENAME, PipelineSpec, load_spec
+
+# Call options of each generator kind (others are ignored for that modality).
+_GENERATOR_OPTIONS = {
+    "image": ("num_inference_steps", "guidance_scale", "height", "width"),
+    "video": ("num_inference_steps", "guidance_scale", "height", "width", "num_frames"),
+    "audio": ("num_inference_steps", "guidance_scale", "audio_length_in_s"),
+}
+_MEDIA_ARGS = {"image": "images", "audio": "audios", "video": "videos"}
+
+FeatureCache = dict[tuple[str, str], torch.Tensor]
+
+
+class AnyToAnyPipeline:
+    """A NExT-GPT-style any-to-any pipeline described by a :class:`~anygen.spec.PipelineSpec`."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        self._device = torch.device("cpu")
+        self._dtype: torch.dtype | None = None
+        self._components: dict[str, Any] = {}
+        self._progress: dict[str, Any] = {}
+
+    # -- construction, saving -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "tiny") -> AnyToAnyPipeline:
+        """A bundled pipeline name (``"tiny"``), a spec ``.yaml``, or a folder written by :meth:`save_pretrained`."""
+        return cls(load_spec(name_or_path))
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``pipeline.yaml`` and every component's weights (safetensors, Hugging Face layout)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = self.spec.model_dump(mode="json", exclude={"root"})
+        self.llm.save_pretrained(folder / "llm")
+        data["llm"].update(path="llm", config=None, tokenizer={"type": "pretrained"})
+        for name in self.spec.encoders:
+            self.encoder(name).save_pretrained(folder / "encoders" / name)
+            data["encoders"][name].update(path=f"encoders/{name}", config=None)
+        for name in self.spec.input_projectors:
+            builders.save_module(
+                self.input_projector(name), folder / "input_projectors" / f"{name}.safetensors"
+            )
+            data["input_projectors"][name]["path"] = f"input_projectors/{name}.safetensors"
+        for modality in self.spec.outputs:
+            out = data["outputs"][modality]
+            builders.save_module(
+                self.output_projector(modality), folder / "outputs" / modality / "projector.safetensors"
+            )
+            out["projector"]["path"] = f"outputs/{modality}/projector.safetensors"
+            self.generator(modality).save_pretrained(folder / "outputs" / modality / "generator")
+            out["generator"].update(path=f"outputs/{modality}/generator", config=None)
+        spec = PipelineSpec.from_dict(data, source=str(folder / SPEC_FILENAME), root=folder)
+        (folder / SPEC_FILENAME).write_text(spec.to_yaml())
+        return folder
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> AnyToAnyPipeline:
+        """Move loaded components now, and components loaded later when they are built."""
+        if device is not None:
+            self._device = torch.device(device)
+        if dtype is not None:
+            self._dtype = dtype
+        for component in self._components.values():
+            component.to(self._device, self._dtype) if self._dtype else component.to(self._device)
+        return self
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """Options for the call's tqdm bar, e.g. ``disable=True`` (as in diffusers)."""
+        self._progress = kwargs
+
+    # -- components (built on first use) ------------------------------------------------------------
+    def _component(self, key: str, build: Callable[[], Any]) -> Any:
+        if key not in self._components:
+            component = build()
+            component.to(self._device, self._dtype) if self._dtype else component.to(self._device)
+            self._components[key] = component
+        return self._components[key]
+
+    @property
+    def llm(self) -> LanguageModel:
+        return self._component("llm", lambda: builders.build_llm(self.spec))
+
+    def encoder(self, name: str):
+        return self._component(f"encoder:{name}", lambda: builders.build_encoder(self.spec, name))
+
+    def input_projector(self, name: str):
+        return self._component(
+            f"input_projector:{name}", lambda: builders.build_input_projector(self.spec, name)
+        )
+
+    def output_projector(self, modality: str):
+        return self._component(
+            f"output_projector:{modality}", lambda: builders.build_output_projector(self.spec, modality)
+        )
+
+    def generator(self, modality: str):
+        return self._component(f"generator:{modality}", lambda: builders.build_generator(self.spec, modality))
+
+    @property
+    def loaded_components(self) -> list[str]:
+        """Names of the components built so far (lazy loading shows here)."""
+        return list(self._components)
+
+    def load_all(self) -> AnyToAnyPipeline:
+        """Build every component now instead of on first use."""
+        _ = self.llm
+        for name in self.spec.input_projectors:
+            self.encoder(self.spec.input_projectors[name].encoder)
+            self.input_projector(name)
+        for modality in self.spec.outputs:
+            self.output_projector(modality)
+            self.generator(modality)
+        return self
+
+    # -- encoding --------------------------------------------------------------------------------------
+    def _encoder_for(self, modality: str) -> tuple[str, str]:
+        for proj_name, proj in self.spec.input_projectors.items():
+            if modality in self.spec.encoders[proj.encoder].modalities:
+                return proj.encoder, proj_name
+        raise AnyGenError(
+            f"pipeline {self.spec.name!r} has no encoder for {modality} inputs "
+            f"(it takes: {', '.join(self.input_modalities) or 'text only'})"
+        )
+
+    @property
+    def input_modalities(self) -> list[str]:
+        return [m for m in MODALITIES if any(m in e.modalities for e in self.spec.encoders.values())]
+
+    @property
+    def output_modalities(self) -> list[str]:
+        return list(self.spec.outputs)
+
+    @torch.no_grad()
+    def encode_media(
+        self, modality: str, items: list, cache: FeatureCache | None = None
+    ) -> list[torch.Tensor]:
+        """Projected LLM embeddings ``[num_tokens, hidden]`` for each input (cached by content when asked)."""
+        encoder_name, proj_name = self._encoder_for(modality)
+        keys = [(modality, _content_key(item)) for item in items]
+        todo = [i for i, key in enumerate(keys) if cache is None or key not in cache]
+        if todo:
+            features = self.encoder(encoder_name).encode(modality, [items[i] for i in todo])
+            projector = self.input_projector(proj_name)
+            projected = projector(features.to(self._device, next(projector.parameters()).dtype))
+            fresh = {keys[i]: projected[j] for j, i in enumerate(todo)}
+            if cache is not None:
+                cache.update(fresh)
+        else:
+            fresh = {}
+        return [fresh[k] if k in fresh else cache[k] for k in keys]
+
+    # -- the call --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        images: Sequence | None = None,
+        audios: Sequence | None = None,
+        videos: Sequence | None = None,
+        *,
+        output_modalities: Sequence[str] = (),
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        num_inference_steps: int | dict[str, int] | None = None,
+        guidance_scale: float | dict[str, float] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_frames: int | None = None,
+        audio_length_in_s: float | None = None,
+        history: Sequence[Turn] | None = None,
+        feature_cache: FeatureCache | None = None,
+    ) -> AnyToAnyOutput | list[AnyToAnyOutput]:
+        """Answer ``prompt`` (a string, or a list for a batch) given optional media inputs.
+
+        ``images``/``audios``/``videos``: for one prompt, a list of inputs (paths, bytes, arrays, PIL images,
+        :class:`~anygen.media.Audio`/:class:`~anygen.media.Video`); for a batch, one such list per prompt.
+        The LLM decides which media to make; ``output_modalities`` guarantees at least one of each listed
+        kind. ``seed`` makes the call reproducible, and a prompt gives the same result in a batch as alone.
+        """
+        batched = not isinstance(prompt, str)
+        prompts = list(prompt) if batched else [prompt]
+        if not prompts:
+            raise AnyGenError("prompt: the batch is empty")
+        inputs = {
+            m: _per_prompt(arg, len(prompts), batched, _MEDIA_ARGS[m])
+            for m, arg in (("image", images), ("audio", audios), ("video", videos))
+        }
+        wanted = self._check_output_modalities(output_modalities)
+        for i, text in enumerate(prompts):
+            if not isinstance(text, str):
+                raise AnyGenError(f"prompt: expected a string, got {type(text).__name__}")
+            if not text.strip() and not any(inputs[m][i] for m in MODALITIES):
+                raise AnyGenError("prompt: empty, and no image, audio or video was given")
+        sampling = self._sampling_options(max_new_tokens, temperature, top_p)
+        if seed is None and generator is None:
+            seed = random.randrange(2**31)
+        bar = tqdm(total=sampling.max_new_tokens, desc="llm", unit="step", **self._progress)
+        try:
+            # 1. Prompts: text and projected media features, embedded.
+            lm = self.llm
+            embedded = []
+            for i, text in enumerate(prompts):
+                turn = Turn(
+                    "user",
+                    text,
+                    {m: [_load(m, x, j) for j, x in enumerate(inputs[m][i])] for m in MODALITIES},
+                )
+                embedded.append(self._embed_conversation([*(history or []), turn], feature_cache))
+            # 2. The LLM answers, with complete signal spans and their hidden states.
+            llm_generators = (
+                [generator] * len(prompts)
+                if generator is not None
+                else [torch.Generator(lm.device).manual_seed(seed) for _ in prompts]
+            )
+            sequences = generate(
+                lm,
+                embedded,
+                sampling,
+                required=[wanted] * len(prompts),
+                stop_strings=self.spec.llm.template.stop,
+                generators=llm_generators,
+                on_token=lambda row, tok: bar.update(1) if row == 0 else None,
+            )
+            bar.update(bar.total - bar.n)
+            outputs = [AnyToAnyOutput(text=s.text, token_ids=s.token_ids) for s in sequences]
+            # 3. Output projectors and generators, one batched call per modality.
+            options = dict(
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                height=height,
+                width=width,
+                num_frames=num_frames,
+                audio_length_in_s=audio_length_in_s,
+            )
+            for modality in MODALITIES:
+                owners = [
+                    (i, s) for i, seq in enumerate(sequences) for s in seq.signals if s.modality == modality
+                ]
+                if owners:
+                    made = self._generate_media(modality, owners, options, seed, generator, bar)
+                    for (i, _), item in zip(owners, made, strict=True):
+                        getattr(outputs[i], _MEDIA_ARGS[modality]).append(item)
+        finally:
+            bar.close()
+        return outputs if batched else outputs[0]
+
+    def chat(self, **defaults: Any):
+        """A multi-turn :class:`~anygen.chat.Conversation` over this pipeline."""
+        from anygen.chat import Conversation
+
+        return Conversation(self, **defaults)
+
+    # -- steps -------------------------------------------------------------------------------------
+    def _check_output_modalities(self, requested: Sequence[str]) -> list[str]:
+        if isinstance(requested, str):
+            requested = [requested]
+        for m in requested:
+            if m not in self.spec.outputs:
+                raise AnyGenError(
+                    f"output_modalities: {m!r} is not an output of pipeline {self.spec.name!r} "
+                    f"(it makes: {', '.join(self.spec.outputs) or 'text only'})"
+                )
+        return list(dict.fromkeys(requested))
+
+    def _sampling_options(self, max_new_tokens, temperature, top_p) -> SamplingOptions:
+        d = self.spec.llm.defaults
+        try:
+            return SamplingOptions(
+                max_new_tokens=max_new_tokens if max_new_tokens is not None else d.get("max_new_tokens", 64),
+                temperature=temperature if temperature is not None else d.get("temperature", 1.0),
+                top_p=top_p if top_p is not None else d.get("top_p", 1.0),
+            )
+        except ValueError as err:
+            raise AnyGenError(str(err)) from None
+
+    def _embed_conversation(self, turns: list[Turn], cache: FeatureCache | None) -> torch.Tensor:
+        segments = conversation_segments(turns, self.spec.llm.template)
+        slots = [(seg, t) for seg, t in segments if isinstance(seg, MediaSlot)]
+        features: dict[tuple[int, MediaSlot], torch.Tensor] = {}
+        for modality in MODALITIES:
+            mine = [(seg, t) for seg, t in slots if seg.modality == modality]
+            if mine:
+                items = [turns[t].media[modality][seg.index] for seg, t in mine]
+                for (seg, t), f in zip(mine, self.encode_media(modality, items, cache), strict=True):
+                    features[(t, seg)] = f
+        return self.llm.embed_segments(
+            [features[(t, seg)] if isinstance(seg, MediaSlot) else seg for seg, t in segments]
+        )
+
+    def _generate_media(self, modality, owners, options, seed, generator, bar) -> list:
+        projector = self.output_projector(modality)
+        dtype = next(projector.parameters()).dtype
+        hidden = torch.stack([s.hidden_states for _, s in owners]).to(self._device, dtype)
+        embeds = torch.stack([s.input_embeds for _, s in owners]).to(self._device, dtype)
+        conditioning = projector(hidden, embeds)
+        gen = self.generator(modality)
+        call = {**self.spec.outputs[modality].generator.defaults}
+        for key in _GENERATOR_OPTIONS[modality]:
+            value = options.get(key)
+            if isinstance(value, dict):
+                value = value.get(modality)
+            if value is not None:
+                call[key] = value
+        steps = call.get("num_inference_steps") or gen.default_options().get("num_inference_steps", 0)
+        bar.total += steps
+        bar.set_description(modality)
+        # One torch.Generator per item: the k-th item of a kind in a prompt uses seed + k, batched or not.
+        if generator is None:
+            counts: dict[int, int] = {}
+            generators = []
+            for i, _ in owners:
+                generators.append(torch.Generator("cpu").manual_seed(seed + counts.get(i, 0)))
+                counts[i] = counts.get(i, 0) + 1
+        else:
+            generators = generator
+        return gen.generate(conditioning, generator=generators, callback=lambda *_: bar.update(1), **call)
+
+
+def _per_prompt(arg: Sequence | None, n: int, batched: bool, name: str) -> list[list]:
+    """Inputs of one kind as one list per prompt."""
+    if arg is None:
+        return [[] for _ in range(n)]
+    if isinstance(arg, (str, bytes, Path)) or not isinstance(arg, Sequence):
+        arg = [arg]
+    if not batched:
+        return [list(arg)]
+    if len(arg) != n or not all(isinstance(a, (list, tuple)) for a in arg):
+        raise AnyGenError(
+            f"{name}: with {n} prompts, give one list of {name} per prompt (got {len(arg)} entries)"
+        )
+    return [list(a) for a in arg]
+
+
+def _load(modality: str, source: Any, index: int):
+    return media.load_media(modality, source, name=f"{_MEDIA_ARGS[modality]}[{index}]")
+
+
+def _content_key(item: Any) -> str:
+    """A hash of a media object's content, for the feature cache."""
+    h = hashlib.sha1()
+    if isinstance(item, media.Audio):
+        h.update(item.waveform.tobytes())
+        h.update(str(item.sample_rate).encode())
+    elif isinstance(item, media.Video):
+        h.update(item.frames.tobytes())
+        h.update(str(item.fps).encode())
+    else:
+        h.update(item.tobytes())
+        h.update(f"{item.size}{item.mode}".encode())
+    return h.hexdigest()

@@ -1,0 +1,285 @@
+"""Pipeline specs: the declarative graph in ``pipelines/*.yaml``, validated before any weights load.
+
+A spec names every node of the graph and its edges:
+
+* ``encoders.<name>``: media -> one vector per input (``type`` + ``config`` or ``path``);
+* ``input_projectors.<name>``: ``encoder: <name>`` (the edge) -> LLM embeddings;
+* ``llm``: a transformers causal LM, its tokenizer and prompt template;
+* ``outputs.<modality>``: the signal tokens, the output projector (LLM -> generator) and the generator.
+
+Every width that meets another node's width is checked here, and errors name both nodes and widths.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from anygen.errors import SpecError
+
+MODALITIES = ("image", "video", "audio")
+SPEC_FILENAME = "pipeline.yaml"
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WeightedNode(_Node):
+    """A node built either from ``config`` (random weights from ``seed``) or loaded from ``path``."""
+
+    type: str
+    config: dict[str, Any] | None = None
+    path: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _config_or_path(self) -> WeightedNode:
+        if self.config is None and self.path is None:
+            raise ValueError("needs either 'config' (build with random weights) or 'path' (load weights)")
+        return self
+
+
+class EncoderSpec(WeightedNode):
+    type: Literal["tiny-imagebind", "imagebind"]
+    modalities: list[Literal["image", "video", "audio"]] = list(MODALITIES)
+
+
+class InputProjectorSpec(_Node):
+    type: Literal["linear", "mlp"]
+    encoder: str
+    num_tokens: int = Field(1, ge=1)
+    path: str | None = None
+    seed: int = 0
+
+
+class TemplateSpec(_Node):
+    """How a conversation becomes the LLM's prompt. ``{content}`` is the turn's text."""
+
+    system: str = ""
+    user: str = "### Human: {content}\n### Assistant:"
+    assistant: str = " {content}\n"
+    media: dict[str, tuple[str, str]] = Field(
+        default_factory=lambda: {m: ("<Img>", "</Img>") for m in MODALITIES},
+        description="text placed before and after each input's projected features, per modality",
+    )
+    stop: list[str] = Field(default_factory=lambda: ["###"])
+
+
+class TokenizerSpec(_Node):
+    type: Literal["byte-level", "pretrained"] = "pretrained"
+
+
+class LLMSpec(WeightedNode):
+    type: Literal["causal-lm"]
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    hidden_layer: int = -1
+    template: TemplateSpec = Field(default_factory=TemplateSpec)
+    torch_dtype: str | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict, description="max_new_tokens, temperature, top_p")
+
+
+class SignalTokensSpec(_Node):
+    """``count`` tokens named ``format.format(i=0..count-1)``, e.g. ``[IMG0]..[IMG3]``."""
+
+    count: int = Field(ge=1)
+    format: str
+
+    @field_validator("format")
+    @classmethod
+    def _has_index(cls, value: str) -> str:
+        if "{i}" not in value:
+            raise ValueError("must contain '{i}' (the token index), e.g. '[IMG{i}]'")
+        return value
+
+    def names(self) -> list[str]:
+        return [self.format.format(i=i) for i in range(self.count)]
+
+
+class OutputProjectorSpec(_Node):
+    type: Literal["linear", "mlp", "transformer"]
+    out_dim: int | None = Field(None, ge=1, description="defaults to the generator's conditioning width")
+    num_queries: int | None = Field(None, ge=1, description="defaults to the generator's conditioning tokens")
+    d_model: int = Field(512, ge=1)
+    nhead: int = Field(4, ge=1)
+    num_encoder_layers: int = Field(4, ge=1)
+    num_decoder_layers: int = Field(4, ge=1)
+    path: str | None = None
+    seed: int = 0
+
+
+class GeneratorSpec(WeightedNode):
+    type: Literal["stable-diffusion", "zeroscope", "audioldm"]
+    torch_dtype: str | None = None
+    cpu_offload: bool = False
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, description="call options, e.g. num_inference_steps"
+    )
+
+
+class OutputSpec(_Node):
+    signal_tokens: SignalTokensSpec
+    projector: OutputProjectorSpec
+    generator: GeneratorSpec
+
+
+class PipelineSpec(_Node):
+    name: str
+    description: str = ""
+    encoders: dict[str, EncoderSpec] = Field(default_factory=dict)
+    input_projectors: dict[str, InputProjectorSpec] = Field(default_factory=dict)
+    llm: LLMSpec
+    outputs: dict[Literal["image", "video", "audio"], OutputSpec] = Field(default_factory=dict)
+    root: Path | None = Field(None, exclude=True, description="folder that relative paths are read from")
+
+    # -- loading -------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "spec", root: Path | None = None) -> PipelineSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        try:
+            spec = cls.model_validate({**data, "root": root})
+        except ValidationError as err:
+            raise SpecError(f"{source}: invalid pipeline spec:\n{_format_validation_error(err)}") from None
+        spec._check_graph(source)
+        return spec
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PipelineSpec:
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError(f"pipeline spec {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise SpecError(f"{path}: not valid YAML: {err}") from None
+        return cls.from_dict(data, source=str(path), root=path.parent)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude={"root"}), sort_keys=False)
+
+    def resolve(self, path: str | None) -> Path | None:
+        """A node's ``path``: ``${weights}`` expanded, relative to the spec's folder unless absolute."""
+        if path is None:
+            return None
+        p = Path(path.replace("${weights}", str(weights_dir()))).expanduser()
+        return p if p.is_absolute() or self.root is None else self.root / p
+
+    # -- graph checks (no weights are loaded) ---------------------------------------------------------
+    def _check_graph(self, source: str) -> None:
+        for name, proj in self.input_projectors.items():
+            if proj.encoder not in self.encoders:
+                raise SpecError(
+                    f"{source}: input_projectors.{name}.encoder names {proj.encoder!r}, "
+                    f"which is not among the encoders {sorted(self.encoders)}"
+                )
+        served: dict[str, str] = {}
+        for name, enc in self.encoders.items():
+            if not any(p.encoder == name for p in self.input_projectors.values()):
+                raise SpecError(
+                    f"{source}: encoders.{name} has no input projector (add one with encoder: {name})"
+                )
+            for modality in enc.modalities:
+                if modality in served:
+                    raise SpecError(
+                        f"{source}: modality {modality!r} is served by both encoders.{served[modality]} "
+                        f"and encoders.{name}"
+                    )
+                served[modality] = name
+        names = [t for out in self.outputs.values() for t in out.signal_tokens.names()]
+        if len(set(names)) != len(names):
+            raise SpecError(f"{source}: signal token names repeat across outputs: {names}")
+        self._check_widths(source)
+
+    def _check_widths(self, source: str) -> None:
+        from anygen import widths
+
+        # Widths read from configs (or declared); unreadable ones fail here, before any weights load.
+        widths.llm_hidden_size(self)
+        for proj in self.input_projectors.values():
+            widths.encoder_output_dim(self, proj.encoder)
+        for modality, out in self.outputs.items():
+            tokens, width = widths.generator_condition_shape(self, modality)
+            node = f"outputs.{modality}"
+            if out.projector.out_dim is not None and out.projector.out_dim != width:
+                raise SpecError(
+                    f"{source}: {node}.projector gives {out.projector.out_dim}-wide vectors but "
+                    f"{node}.generator ({out.generator.type}) is conditioned on {width}-wide vectors"
+                )
+            queries = out.projector.num_queries
+            if out.projector.type != "transformer":
+                if queries is not None and queries != out.signal_tokens.count:
+                    raise SpecError(
+                        f"{source}: {node}.projector is {out.projector.type!r} (one output per signal token), "
+                        f"so num_queries must equal {node}.signal_tokens.count={out.signal_tokens.count}"
+                    )
+                queries = out.signal_tokens.count
+            if queries is not None and queries != tokens:
+                raise SpecError(
+                    f"{source}: {node}.projector gives {queries} tokens but {node}.generator "
+                    f"({out.generator.type}) is conditioned on {tokens} tokens"
+                )
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "missing":
+            msg = "missing field"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def weights_dir() -> Path:
+    """Where checkpoints live: ``$ANYGEN_WEIGHTS``, else ``weights/`` of a source checkout, else a user cache."""
+    import os
+
+    if os.environ.get("ANYGEN_WEIGHTS"):
+        return Path(os.environ["ANYGEN_WEIGHTS"]).expanduser()
+    checkout = Path(__file__).resolve().parents[1] / "weights"
+    if (checkout / "README.md").is_file():
+        return checkout
+    return Path.home() / ".cache" / "anygen" / "weights"
+
+
+# -- finding specs ------------------------------------------------------------------------------------
+def bundled_pipelines() -> dict[str, Path]:
+    """Bundled spec names -> files (``pipelines/*.yaml`` in the repo, packaged as ``anygen.bundled_pipelines``)."""
+    folder = resources.files("anygen.bundled_pipelines")
+    return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".yaml")}
+
+
+def load_spec(name_or_path: str | Path) -> PipelineSpec:
+    """A spec from a bundled name (``"tiny"``), a ``.yaml`` file, or a folder holding ``pipeline.yaml``."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / SPEC_FILENAME).is_file():
+            raise SpecError(f"{str(path)!r} is a folder without {SPEC_FILENAME}: not a saved anygen pipeline")
+        return PipelineSpec.from_file(path / SPEC_FILENAME)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return PipelineSpec.from_file(path)
+    bundled = bundled_pipelines()
+    if str(name_or_path) in bundled:
+        return PipelineSpec.from_file(bundled[str(name_or_path)])
+    raise SpecError(
+        f"unknown pipeline {str(name_or_path)!r}: not a bundled pipeline ({', '.join(sorted(bundled))}), "
+        "a .yaml spec file, or a folder saved with save_pretrained"
+    )
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """Read a JSON config file, with an error naming ``what`` it was for."""
+    if not path.is_file():
+        from anygen.errors import WeightsError
+
+        raise WeightsError(f"{what}: {path} is missing")
+    return json.loads(path.read_text())

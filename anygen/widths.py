@@ -1,0 +1,71 @@
+"""Read the widths where graph nodes meet, without loading any weights.
+
+A node loaded from ``path`` reports the widths in that folder's JSON configs. When the folder is not
+there yet (real weights not downloaded), the widths declared in the node's ``config`` are used, so a
+spec such as ``nextgpt-7b-v0`` validates before its checkpoints exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from anygen.errors import SpecError
+
+if TYPE_CHECKING:
+    from anygen.spec import PipelineSpec
+
+
+def _existing(spec: PipelineSpec, path: str | None) -> Path | None:
+    resolved = spec.resolve(path)
+    return resolved if resolved is not None and resolved.exists() else None
+
+
+def _declared(config: dict | None, key: str, node: str):
+    if config is None or key not in config:
+        raise SpecError(
+            f"{node}: cannot tell its width: its path is not there yet and its config has no {key!r}"
+        )
+    return config[key]
+
+
+def llm_hidden_size(spec: PipelineSpec) -> int:
+    folder = _existing(spec, spec.llm.path)
+    if folder is not None:
+        from anygen.spec import read_json
+
+        return int(read_json(folder / "config.json", "llm")["hidden_size"])
+    return int(_declared(spec.llm.config, "hidden_size", "llm"))
+
+
+def encoder_output_dim(spec: PipelineSpec, name: str) -> int:
+    node = spec.encoders[name]
+    folder = _existing(spec, node.path)
+    if folder is not None and folder.is_dir() and (folder / "config.json").is_file():
+        from anygen.spec import read_json
+
+        return int(read_json(folder / "config.json", f"encoders.{name}")["output_dim"])
+    if node.type == "imagebind" and (node.config is None or "output_dim" not in node.config):
+        return 1024
+    return int(_declared(node.config, "output_dim", f"encoders.{name}"))
+
+
+def generator_condition_shape(spec: PipelineSpec, modality: str) -> tuple[int, int]:
+    from anygen.generators import condition_shape_from_config, condition_shape_from_folder
+
+    node = spec.outputs[modality].generator
+    where = f"outputs.{modality}.generator"
+    folder = _existing(spec, node.path)
+    try:
+        if folder is not None:
+            return tuple(condition_shape_from_folder(node.type, folder))
+        if node.config is not None and "condition_shape" in node.config:
+            tokens, width = node.config["condition_shape"]
+            return int(tokens), int(width)
+        if node.config is None:
+            raise SpecError(f"{where}: its path {node.path!r} is not there yet and it declares no config")
+        return tuple(condition_shape_from_config(node.type, node.config))
+    except SpecError:
+        raise
+    except (KeyError, ValueError, TypeError) as err:
+        raise SpecError(f"{where}: cannot read its conditioning shape: {err}") from None
