@@ -1,0 +1,113 @@
+"""Conditioning shapes of generators, read from configs only (no torch, no weights).
+
+``condition_shape`` is ``(tokens, width)`` of one prompt's conditioning:
+
+- Stable Diffusion / Zeroscope: the CLIP text encoder's last hidden state padded to the tokenizer's
+  ``model_max_length``: ``(model_max_length, hidden_size)``, e.g. ``(77, 768)`` for SD-1.5, ``(77, 1024)`` for SD-2
+  and Zeroscope.
+- AudioLDM: one L2-normalised CLAP text projection: ``(1, projection_dim)``, e.g. ``(1, 512)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from anygen.errors import SpecError, WeightsError
+
+#: Generator type -> modality it produces.
+GENERATOR_MODALITIES = {"stable-diffusion": "image", "zeroscope": "video", "audioldm": "audio"}
+_BY_MODALITY = {modality: type_name for type_name, modality in GENERATOR_MODALITIES.items()}
+
+# transformers writes config.json without the values equal to the class defaults, so fall back to those.
+_CLIP_TEXT_DEFAULTS = {"hidden_size": 512, "max_position_embeddings": 77}
+_CLAP_TEXT_DEFAULTS = {"projection_dim": 512}
+
+
+def generator_type(kind: str) -> str:
+    """The generator type for ``kind``: a type name (``"stable-diffusion"``...) or a modality (``"image"``...)."""
+    if kind in GENERATOR_MODALITIES:
+        return kind
+    if kind in _BY_MODALITY:
+        return _BY_MODALITY[kind]
+    known = ", ".join([*sorted(GENERATOR_MODALITIES), *sorted(_BY_MODALITY)])
+    raise SpecError(f"unknown generator kind {kind!r}; known: {known}")
+
+
+def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    nested = config.get("text_config")
+    return nested if isinstance(nested, Mapping) else config
+
+
+def shape_from_text_encoder(
+    type_name: str, text_encoder_config: Mapping[str, Any], model_max_length: int | None
+) -> tuple[int, int]:
+    """Condition shape from a text encoder's config dict and the tokenizer's ``model_max_length``."""
+    if type_name == "audioldm":
+        width = text_encoder_config.get("projection_dim") or _text_config(text_encoder_config).get(
+            "projection_dim", _CLAP_TEXT_DEFAULTS["projection_dim"]
+        )
+        return (1, int(width))
+    text = _text_config(text_encoder_config)
+    width = text.get("hidden_size", _CLIP_TEXT_DEFAULTS["hidden_size"])
+    positions = text.get("max_position_embeddings", _CLIP_TEXT_DEFAULTS["max_position_embeddings"])
+    # A tokenizer without a real limit reports a huge sentinel (int(1e30)); the encoder's positions then bound it.
+    tokens = model_max_length if model_max_length and model_max_length <= positions else positions
+    return (int(tokens), int(width))
+
+
+def condition_width_of_unet(type_name: str, unet_config: Mapping[str, Any]) -> int | None:
+    """The conditioning width the UNet expects, or None where its config does not say."""
+    key = "projection_class_embeddings_input_dim" if type_name == "audioldm" else "cross_attention_dim"
+    value = unet_config.get(key)
+    return int(value) if isinstance(value, int) else None
+
+
+def condition_shape_from_config(kind: str, config: Mapping[str, Any] | None) -> tuple[int, int]:
+    """Condition shape of the tiny generator that ``config`` (tiny knobs, see ``tiny.TINY_KNOBS``) describes."""
+    from anygen.generators.tiny import resolve_tiny_config
+
+    type_name = generator_type(kind)
+    knobs = resolve_tiny_config(type_name, config)
+    if type_name == "audioldm":
+        return (1, int(knobs["projection_dim"]))
+    return (int(knobs["max_length"]), int(knobs["text_width"]))
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise WeightsError(f"{what} folder {path.parent.parent} is missing {path.parent.name}/{path.name}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsError(f"cannot read {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path} does not hold a JSON object")
+    return data
+
+
+def condition_shape_from_folder(kind: str, path: str | Path) -> tuple[int, int]:
+    """Condition shape of a local diffusers folder, from ``text_encoder/config.json`` and
+    ``tokenizer/tokenizer_config.json`` only (plus a consistency check against ``unet/config.json`` if present).
+    """
+    type_name = generator_type(kind)
+    root = Path(path)
+    if not root.is_dir():
+        raise WeightsError(f"{type_name} weights folder {root} does not exist")
+    text_config = _read_json(root / "text_encoder" / "config.json", f"{type_name} weights")
+    model_max_length = None
+    if type_name != "audioldm":
+        tok_config = _read_json(root / "tokenizer" / "tokenizer_config.json", f"{type_name} weights")
+        value = tok_config.get("model_max_length")
+        model_max_length = int(value) if isinstance(value, (int, float)) and value > 0 else None
+    shape = shape_from_text_encoder(type_name, text_config, model_max_length)
+    unet_json = root / "unet" / "config.json"
+    if unet_json.is_file():
+        expected = condition_width_of_unet(type_name, _read_json(unet_json, f"{type_name} weights"))
+        if expected is not None and expected != shape[1]:
+            raise WeightsError(
+                f"{root}: text_encoder produces width {shape[1]} but unet/config.json expects {expected}"
+            )
+    return shape
