@@ -41,6 +41,14 @@ def build_encoder(spec: PipelineSpec, name: str) -> torch.nn.Module:
         if path is not None:
             return TinyImageBindEncoder.from_pretrained(_require(path, f"encoders.{name}"))
         return TinyImageBindEncoder.from_config(TinyImageBindConfig.from_dict(node.config), seed=node.seed)
+    if node.type in ("clip", "clap"):
+        from anygen.encoders.clap import ClapEncoder
+        from anygen.encoders.clip import ClipImageEncoder
+
+        cls = ClapEncoder if node.type == "clap" else ClipImageEncoder
+        if path is not None:
+            return cls.from_pretrained(_require(path, f"encoders.{name}"))
+        return cls.from_config(node.config, seed=node.seed)
     from anygen.encoders.imagebind import ImageBindEncoder
 
     return ImageBindEncoder.from_checkpoint(_require(path, f"encoders.{name}"))

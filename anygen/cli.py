@@ -13,6 +13,15 @@ from anygen.errors import AnyGenError
 Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Command] = {}
 
+# Modules that add subcommands: each has ``register(subparsers)`` and sets ``handler`` on its parsers.
+_COMMAND_MODULES = (
+    "anygen.weights.cli",
+    "anygen.convert.cli",
+    "anygen.train.cli",
+    "anygen.demo_cli",
+    "anygen.serve.cli",
+)
+
 
 def command(name: str) -> Callable[[Command], Command]:
     def register(fn: Command) -> Command:
@@ -116,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or _COMMANDS[args.command]
+        return handler(args)
     except AnyGenError as err:
         print(f"anygen: error: {err}", file=sys.stderr)
         return 2

@@ -59,9 +59,8 @@ class _RowState:
     forced: list[int] = field(default_factory=list)  # tokens queued to be emitted next
     stopped: bool = False
     done: bool = False
-    span: list[tuple[str, int]] = field(
-        default_factory=list
-    )  # (modality, index) of the tokens of an open span
+    span: list[tuple[str, int]] = field(default_factory=list)  # (modality, token) of an open span's tokens
+    banned: list[int] = field(default_factory=list)  # first tokens of spans this row may not start
 
 
 def _cache_io(model: torch.nn.Module) -> tuple[str, str]:
@@ -89,13 +88,15 @@ def generate(
     options: SamplingOptions,
     *,
     required: Sequence[Sequence[str]] | None = None,
+    allowed: Sequence[Sequence[str] | None] | None = None,
     stop_strings: Sequence[str] = (),
     generators: Sequence[torch.Generator | None] | None = None,
     on_token: Callable[[int, int], None] | None = None,
 ) -> list[GeneratedSequence]:
     """Decode a batch of embedded prompts (each ``[L_i, hidden]``; left-padded together).
 
-    ``required[i]`` lists modalities row ``i`` must produce; ``generators[i]`` draws row ``i``'s samples,
+    ``required[i]`` lists modalities row ``i`` must produce; ``allowed[i]`` (None: all) those it may
+    produce; ``generators[i]`` draws row ``i``'s samples,
     so a row gives the same tokens in a batch as alone. ``on_token(row, token_id)`` sees each new token.
     """
     batch = len(prompts)
@@ -123,7 +124,15 @@ def generate(
         mask[i, length - p.shape[0] :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
 
-    rows = [_RowState(required=list(dict.fromkeys(r))) for r in required]
+    allowed = list(allowed or [None] * batch)
+    rows = []
+    for req, allow in zip(required, allowed, strict=True):
+        banned = [
+            s.token_ids[0]
+            for m, s in lm.spans.items()
+            if allow is not None and m not in allow and m not in req
+        ]
+        rows.append(_RowState(required=list(dict.fromkeys(req)), banned=banned))
     results = [GeneratedSequence() for _ in range(batch)]
     hidden_by_row: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     cache = None
@@ -221,6 +230,8 @@ def _next_token(
     logits = logits.clone()
     if later_span_tokens.numel():
         logits[later_span_tokens] = float("-inf")
+    if row.banned:
+        logits[row.banned] = float("-inf")
     tok = sample_next(logits, options, generator)
     if tok in eos_ids:
         row.stopped = True

@@ -185,6 +185,7 @@ class AnyToAnyPipeline:
         videos: Sequence | None = None,
         *,
         output_modalities: Sequence[str] = (),
+        only_requested: bool = False,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         max_new_tokens: int | None = None,
@@ -204,7 +205,7 @@ class AnyToAnyPipeline:
         ``images``/``audios``/``videos``: for one prompt, a list of inputs (paths, bytes, arrays, PIL images,
         :class:`~anygen.media.Audio`/:class:`~anygen.media.Video`); for a batch, one such list per prompt.
         The LLM decides which media to make; ``output_modalities`` guarantees at least one of each listed
-        kind. ``seed`` makes the call reproducible, and a prompt gives the same result in a batch as alone.
+        kind; with ``only_requested=True`` the LLM may make no other kind. ``seed`` makes the call reproducible, and a prompt gives the same result in a batch as alone.
         """
         batched = not isinstance(prompt, str)
         prompts = list(prompt) if batched else [prompt]

@@ -46,7 +46,7 @@ class WeightedNode(_Node):
 
 
 class EncoderSpec(WeightedNode):
-    type: Literal["tiny-imagebind", "imagebind"]
+    type: Literal["tiny-imagebind", "imagebind", "clip", "clap"]
     modalities: list[Literal["image", "video", "audio"]] = list(MODALITIES)
 
 

@@ -44,10 +44,15 @@ def encoder_output_dim(spec: PipelineSpec, name: str) -> int:
     if folder is not None and folder.is_dir() and (folder / "config.json").is_file():
         from anygen.spec import read_json
 
-        return int(read_json(folder / "config.json", f"encoders.{name}")["output_dim"])
-    if node.type == "imagebind" and (node.config is None or "output_dim" not in node.config):
-        return 1024
-    return int(_declared(node.config, "output_dim", f"encoders.{name}"))
+        config = read_json(folder / "config.json", f"encoders.{name}")
+        return int(config.get("output_dim") or config["projection_dim"])
+    key = "projection_dim" if node.type == "clap" else "output_dim"
+    config = node.config or {}
+    # Widths the config leaves out are each type's default: ImageBind-huge's, or the tiny configs'.
+    return int(config.get(key, _DEFAULT_ENCODER_WIDTH[node.type]))
+
+
+_DEFAULT_ENCODER_WIDTH = {"imagebind": 1024, "tiny-imagebind": 32, "clip": 32, "clap": 32}
 
 
 def generator_condition_shape(spec: PipelineSpec, modality: str) -> tuple[int, int]:

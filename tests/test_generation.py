@@ -162,3 +162,16 @@ def test_sampling_options_are_validated():
         SamplingOptions(max_new_tokens=0)
     with pytest.raises(ValueError, match="temperature"):
         SamplingOptions(temperature=-1)
+
+
+def test_allowed_modalities_ban_other_spans(biased_lm):
+    for seed in range(10):
+        (seq,) = generate(
+            biased_lm,
+            [_prompt(biased_lm)],
+            SamplingOptions(max_new_tokens=10, temperature=1.5),
+            required=[["image"]],
+            allowed=[["image"]],
+            generators=[torch.Generator().manual_seed(seed)],
+        )
+        assert {s.modality for s in seq.signals} == {"image"}
