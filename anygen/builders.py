@@ -86,18 +86,18 @@ def _seeded(seed: int, build):
         return build()
 
 
-def build_input_projector(spec: PipelineSpec, name: str) -> InputProjector:
+def build_input_projector(spec: PipelineSpec, name: str, load: bool = True) -> InputProjector:
     node = spec.input_projectors[name]
     in_dim = widths.encoder_output_dim(spec, node.encoder)
     proj = _seeded(
         node.seed, lambda: InputProjector(node.type, in_dim, widths.llm_hidden_size(spec), node.num_tokens)
     )
-    if node.path is not None:
+    if load and node.path is not None:
         _load_module_weights(proj, spec.resolve(node.path), f"input_projectors.{name}")
     return proj.eval()
 
 
-def build_output_projector(spec: PipelineSpec, modality: str) -> OutputProjector:
+def build_output_projector(spec: PipelineSpec, modality: str, load: bool = True) -> OutputProjector:
     out = spec.outputs[modality]
     node = out.projector
     tokens, width = widths.generator_condition_shape(spec, modality)
@@ -114,7 +114,7 @@ def build_output_projector(spec: PipelineSpec, modality: str) -> OutputProjector
             num_decoder_layers=node.num_decoder_layers,
         ),
     )
-    if node.path is not None:
+    if load and node.path is not None:
         _load_module_weights(proj, spec.resolve(node.path), f"outputs.{modality}.projector")
     return proj.eval()
 

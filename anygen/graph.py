@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import torch
+
 from anygen import widths
+from anygen.builders import build_input_projector, build_output_projector
+from anygen.errors import WeightsError
 from anygen.spec import PipelineSpec, load_spec
+
+
+def _llm_from_config(spec: PipelineSpec) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = dict(spec.llm.config or {})
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(config.pop("model_type", "llama"), **config))
 
 
 def _source(node) -> str:
@@ -13,8 +24,11 @@ def _source(node) -> str:
 def _count(module) -> str:
     if module is None:
         return "not built"
-    modules = module.components().values() if hasattr(module, "components") else [module]
+    inner = getattr(module, "pipeline", None)  # a generator wraps a diffusers pipeline
+    modules = inner.components.values() if inner is not None else [module]
     total = sum(p.numel() for m in modules if hasattr(m, "parameters") for p in m.parameters())
+    if total >= 1e9:
+        return f"{total / 1e9:.2f}B params"
     return f"{total / 1e6:.2f}M params" if total >= 1e5 else f"{total:,} params"
 
 
@@ -26,13 +40,17 @@ def describe(name_or_path: str, parameters: bool = True) -> str:
 
         pipe = AnyToAnyPipeline(spec)
 
-    def count(build) -> str:
+    def count(build, on_meta=None) -> str:
+        """Parameters of the built node; when its weights are missing, of the same node on the meta device."""
         if pipe is None:
             return ""
         try:
             return "  [" + _count(build()) + "]"
-        except Exception as err:  # a node whose weights are not there yet
-            return f"  [not loadable here: {str(err).splitlines()[0]}]"
+        except WeightsError:
+            if on_meta is None:
+                return "  [weights missing]"
+            with torch.device("meta"):
+                return "  [" + _count(on_meta()) + ", weights missing]"
 
     hidden = widths.llm_hidden_size(spec)
     lines = [f"pipeline {spec.name}: {spec.description}".rstrip(": "), ""]
@@ -46,12 +64,15 @@ def describe(name_or_path: str, parameters: bool = True) -> str:
         )
         lines.append(
             f"  input_projectors.{name} ({proj.type}): {dim} -> {proj.num_tokens} x {hidden}"
-            + count(lambda n=name: pipe.input_projector(n))
+            + count(
+                lambda n=name: pipe.input_projector(n),
+                lambda n=name: build_input_projector(spec, n, load=False),
+            )
         )
     lines.append("llm")
     lines.append(
         f"  llm ({spec.llm.type}, {_source(spec.llm)}): hidden {hidden}, layer {spec.llm.hidden_layer} feeds the "
-        "output projectors" + count(lambda: pipe.llm)
+        "output projectors" + count(lambda: pipe.llm, lambda: _llm_from_config(spec))
     )
     lines.append("outputs")
     for modality, out in spec.outputs.items():
@@ -60,13 +81,13 @@ def describe(name_or_path: str, parameters: bool = True) -> str:
         lines.append(f"  {modality}: signal tokens {names[0]}..{names[-1]} ({out.signal_tokens.count})")
         lines.append(
             f"    projector ({out.projector.type}): {out.signal_tokens.count} x {hidden} -> {tokens} x {width}"
-            + count(lambda m=modality: pipe.output_projector(m))
+            + count(
+                lambda m=modality: pipe.output_projector(m),
+                lambda m=modality: build_output_projector(spec, m, load=False),
+            )
         )
         lines.append(
             f"    generator ({out.generator.type}, {_source(out.generator)}): conditioned on {tokens} x {width}"
             + count(lambda m=modality: pipe.generator(m))
         )
     return "\n".join(lines)
-
-
-__all__ = ["describe", "PipelineSpec"]

@@ -38,7 +38,9 @@ class LanguageModel(nn.Module):
         if missing:
             tokenizer.add_tokens(missing, special_tokens=True)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            with torch.random.fork_rng(devices=[]):  # new rows are random, but the same in every process
+                torch.manual_seed(0)
+                model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         self.spans = {
             m: SignalSpan(m, tuple(tokenizer.convert_tokens_to_ids(n) for n in names))
             for m, names in signal_tokens.items()
@@ -61,6 +63,7 @@ class LanguageModel(nn.Module):
 
         config = dict(config)
         model_type = config.pop("model_type", "llama")
+        tokenizer.add_tokens([t for names in signal_tokens.values() for t in names], special_tokens=True)
         config.setdefault("vocab_size", len(tokenizer))
         config.setdefault("bos_token_id", tokenizer.bos_token_id)
         config.setdefault("eos_token_id", tokenizer.eos_token_id)

@@ -249,9 +249,10 @@ class AnyToAnyPipeline:
                 required=[wanted] * len(prompts),
                 stop_strings=self.spec.llm.template.stop,
                 generators=llm_generators,
-                on_token=lambda row, tok: bar.update(1) if row == 0 else None,
+                on_token=lambda row, tok: _advance(bar) if row == 0 else None,
             )
-            bar.update(bar.total - bar.n)
+            bar.total = bar.n  # the answer may end before max_new_tokens, or run past it with forced spans
+            bar.refresh()
             outputs = [AnyToAnyOutput(text=s.text, token_ids=s.token_ids) for s in sequences]
             # 3. Output projectors and generators, one batched call per modality.
             options = dict(
@@ -344,6 +345,12 @@ class AnyToAnyPipeline:
         else:
             generators = generator
         return gen.generate(conditioning, generator=generators, callback=lambda *_: bar.update(1), **call)
+
+
+def _advance(bar: tqdm) -> None:
+    if bar.n >= bar.total:
+        bar.total = bar.n + 1
+    bar.update(1)
 
 
 def _per_prompt(arg: Sequence | None, n: int, batched: bool, name: str) -> list[list]:

@@ -6,6 +6,8 @@ tokens **plus** those tokens' input embeddings; they return ``[B, num_queries, o
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -64,16 +66,18 @@ class OutputProjector(nn.Module):
             self.model = nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim))
         else:
             self.fc = nn.Linear(in_dim, d_model)
-            self.tfm = nn.Transformer(
-                d_model=d_model,
-                nhead=nhead,
-                num_encoder_layers=num_encoder_layers,
-                num_decoder_layers=num_decoder_layers,
-                dim_feedforward=dim_feedforward or 4 * d_model,
-                dropout=0.0,
-                batch_first=True,
-                norm_first=True,
-            )
+            with warnings.catch_warnings():  # "enable_nested_tensor ... norm_first": expected, harmless
+                warnings.filterwarnings("ignore", message="enable_nested_tensor", category=UserWarning)
+                self.tfm = nn.Transformer(
+                    d_model=d_model,
+                    nhead=nhead,
+                    num_encoder_layers=num_encoder_layers,
+                    num_decoder_layers=num_decoder_layers,
+                    dim_feedforward=dim_feedforward or 4 * d_model,
+                    dropout=0.0,
+                    batch_first=True,
+                    norm_first=True,
+                )
             self.model = nn.Linear(d_model, out_dim)
             self.query_embs = nn.Parameter(torch.randn(1, num_queries, d_model))
 
