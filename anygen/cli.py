@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-frames", type=int, default=None)
     gen.add_argument("--audio-length", type=float, default=None, help="seconds of audio")
     gen.add_argument("--device", default="cpu")
+    gen.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     gen.add_argument("--out", default="out", help="output folder (default: out/)")
 
     sub.add_parser("pipelines", help="list the bundled pipelines")
@@ -82,6 +83,10 @@ def _generate(args: argparse.Namespace) -> int:
         for path in getattr(args, kind):
             if not Path(path).is_file():
                 raise AnyGenError(f"--{kind} {path}: no such file")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     pipe = AnyToAnyPipeline.from_pretrained(args.pipeline).to(args.device)
     out = pipe(
         args.prompt,
