@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anygen.checkpoints import check_state_dict
 from anygen.errors import AnyGenError, MediaError, WeightsError
 
 MODALITIES = ("vision", "text", "audio")
@@ -509,23 +510,7 @@ def imagebind_from_state_dict(
     cfg = config_from_state_dict(sd, num_heads)
     with torch.device("meta"):
         model = ImageBindModel(cfg)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    wrong = sorted(
-        f"{k} {tuple(sd[k].shape)} (expected {tuple(expected[k].shape)})"
-        for k in set(sd) & set(expected)
-        if sd[k].shape != expected[k].shape
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shapes: {', '.join(wrong)}")
-    if problems:
-        raise WeightsError("ImageBind state dict does not match the model; " + "; ".join(problems))
+    check_state_dict(model.state_dict(), sd, "ImageBind state dict")
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval()
 

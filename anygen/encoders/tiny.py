@@ -29,6 +29,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from anygen.checkpoints import check_state_dict
 from anygen.errors import AnyGenError, MediaError, WeightsError
 from anygen.media import Audio, Video, load_image
 
@@ -196,7 +197,7 @@ class TinyImageBindEncoder(nn.Module):
             raise WeightsError(f"{weights_path} could not be read as safetensors: {exc}") from exc
         with torch.random.fork_rng(devices=[]):
             model = cls(config)
-        _check_state_dict(model.state_dict(), state, weights_path)
+        check_state_dict(model.state_dict(), state, f"{weights_path} (tiny ImageBind)")
         model.load_state_dict(state, strict=True)
         return model.to(device) if device is not None else model
 
@@ -277,22 +278,3 @@ def _average_groups(embeddings: torch.Tensor, groups: int) -> torch.Tensor:
     """Normalise each row, average consecutive equal-size groups, normalise again (ImageBind clip averaging)."""
     per_item = F.normalize(embeddings, dim=-1).view(groups, -1, embeddings.shape[-1])
     return F.normalize(per_item.mean(dim=1), dim=-1)
-
-
-def _check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path) -> None:
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong_shape = [
-        f"{k}: checkpoint {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(found))
-        if found[k].shape != expected[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if wrong_shape:
-        problems.append(f"shape mismatches {wrong_shape}")
-    if problems:
-        raise WeightsError(f"{path} does not match the tiny ImageBind config: " + "; ".join(problems))
