@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -72,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument(
         "--no-params", action="store_true", help="skip parameter counts (they build the models)"
     )
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and module_name.startswith(err.name):
+                continue  # that feature is not part of this checkout
+            raise
+        module.register(sub)
     return parser
 
 

@@ -124,6 +124,8 @@ def test_wheel_ships_the_bundled_specs(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "anygen/bundled_pipelines/tiny.yaml" in names
     assert "anygen/bundled_pipelines/nextgpt-7b-v0.yaml" in names
+    assert "anygen/bundled_weights/manifest.yaml" in names
+    assert "anygen/convert/legacy_delta_keys.json" in names
     # Installed into a bare folder, the package finds its specs without the source tree.
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
