@@ -112,6 +112,7 @@ def build_output_projector(spec: PipelineSpec, modality: str, load: bool = True)
             nhead=node.nhead,
             num_encoder_layers=node.num_encoder_layers,
             num_decoder_layers=node.num_decoder_layers,
+            dim_feedforward=node.dim_feedforward,
         ),
     )
     if load and node.path is not None:

@@ -109,6 +109,7 @@ class OutputProjectorSpec(_Node):
     nhead: int = Field(4, ge=1)
     num_encoder_layers: int = Field(4, ge=1)
     num_decoder_layers: int = Field(4, ge=1)
+    dim_feedforward: int | None = Field(None, ge=1, description="defaults to 4 * d_model, as NExT-GPT")
     path: str | None = None
     seed: int = 0
 

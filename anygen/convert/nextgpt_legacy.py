@@ -381,6 +381,7 @@ def legacy_pipeline_spec(
             nhead=tfm.encoder.layers[0].self_attn.num_heads,
             num_encoder_layers=len(tfm.encoder.layers),
             num_decoder_layers=len(tfm.decoder.layers),
+            dim_feedforward=tfm.encoder.layers[0].linear1.out_features,
             path=f"outputs/{modality}/projector.safetensors",
         )
     spec = PipelineSpec.from_dict(data, source=str(out_dir / SPEC_FILENAME), root=out_dir)
@@ -393,18 +394,11 @@ def legacy_pipeline_spec(
     return spec
 
 
-def _check_projector_ffn(projectors: Mapping[str, OutputProjector]) -> None:
+def _check_projector_kind(projectors: Mapping[str, OutputProjector]) -> None:
     for modality, proj in projectors.items():
         if proj.kind != "transformer":
             raise WeightsError(
                 f"{modality} output projector is {proj.kind!r}; the legacy layer is a transformer"
-            )
-        d_model = proj.fc.out_features
-        ffn = proj.tfm.encoder.layers[0].linear1.out_features
-        if ffn != 4 * d_model:
-            raise WeightsError(
-                f"{modality} output projector has feed-forward width {ffn}; a pipeline spec can only express "
-                f"4 x d_model = {4 * d_model} (NExT-GPT's value)"
             )
 
 
@@ -453,7 +447,7 @@ def convert_nextgpt_legacy(
     vicuna_config = check_vicuna_config(vicuna_dir, layout)
     tokenizer = load_vicuna_tokenizer(vicuna_dir)
     projectors = output_projectors_from_state_dict(state)
-    _check_projector_ffn(projectors)
+    _check_projector_kind(projectors)
     input_projector = input_projector_from_state_dict(state)
 
     saved_dtype = (
