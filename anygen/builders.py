@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from anygen import widths
+from anygen.checkpoints import check_state_dict
 from anygen.errors import SpecError, WeightsError
 from anygen.llm import LanguageModel
 from anygen.projectors import InputProjector, OutputProjector
@@ -59,9 +60,12 @@ def build_llm(spec: PipelineSpec) -> LanguageModel:
     signal_tokens = {m: out.signal_tokens.names() for m, out in spec.outputs.items()}
     path = spec.resolve(node.path)
     if path is not None:
-        return LanguageModel.from_pretrained(
+        lm = LanguageModel.from_pretrained(
             _require(path, "llm"), signal_tokens, node.hidden_layer, torch_dtype=_dtype(node.torch_dtype)
         )
+        if node.adapter is not None:
+            lm.load_adapter(_require(spec.resolve(node.adapter), "llm.adapter"))
+        return lm
     if node.tokenizer.type != "byte-level":
         raise SpecError("llm: a model built from config needs tokenizer.type: byte-level (or give a path)")
     from anygen.tokenizer import byte_level_tokenizer
@@ -73,11 +77,8 @@ def build_llm(spec: PipelineSpec) -> LanguageModel:
 
 def _load_module_weights(module: torch.nn.Module, path: Path, node: str) -> None:
     state = load_file(_require(path, node))
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise WeightsError(
-            f"{node}: {path} does not match: missing keys {missing}, unexpected keys {unexpected}"
-        )
+    check_state_dict(module.state_dict(), state, f"{node}: {path}")
+    module.load_state_dict(state)
 
 
 def _seeded(seed: int, build):

@@ -89,6 +89,16 @@ class LanguageModel(nn.Module):
         )
         return cls(model.eval(), tokenizer, signal_tokens, hidden_layer)
 
+    def load_adapter(self, path: Path) -> None:
+        """Apply a peft (LoRA) adapter folder over the model (``adapter_config.json`` + safetensors)."""
+        from peft import PeftModel
+
+        if not (path / "adapter_config.json").is_file():
+            raise WeightsError(
+                f"llm.adapter: {path} holds no adapter_config.json (expected a peft adapter folder)"
+            )
+        self.model = PeftModel.from_pretrained(self.model, path, is_trainable=False).eval()
+
     def save_pretrained(self, path: Path) -> None:
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)

@@ -77,6 +77,7 @@ class TokenizerSpec(_Node):
 
 class LLMSpec(WeightedNode):
     type: Literal["causal-lm"]
+    adapter: str | None = Field(None, description="a peft (LoRA) adapter folder applied over the weights")
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     hidden_layer: int = -1
     template: TemplateSpec = Field(default_factory=TemplateSpec)
