@@ -6,7 +6,8 @@ because three things must hold that ``generate`` does not give together:
 * once the first token of a signal span is sampled, the rest of the span is forced, and a later token of
   a span can never be sampled on its own (so a partial span, which crashes NExT-GPT, cannot happen);
 * the hidden state **at** each signal position (the state computed when that token is the input) is
-  kept during decoding, with no second forward pass; the last token gets its forward pass too;
+  kept during decoding, with no second forward pass; a span's last token gets its forward pass too (the
+  rest of a span is known once its first token is chosen, so it is fed in one pass when it can be);
 * modalities that must appear (``output_modalities``) are forced when the model would stop without them.
 """
 
@@ -136,7 +137,24 @@ def generate(
     results = [GeneratedSequence() for _ in range(batch)]
     hidden_by_row: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     cache = None
-    step_tokens: list[int | None] = [None] * batch
+    step_tokens: list[list[int]] = [[] for _ in range(batch)]  # tokens each row fed in the last forward
+
+    def emit(i: int, tok: int) -> None:
+        row = rows[i]
+        results[i].token_ids.append(tok)
+        if on_token is not None:
+            on_token(i, tok)
+        if tok in first_of_span and not row.span:
+            span = first_of_span[tok]
+            row.forced = list(span.token_ids[1:])
+            if span.modality in row.required:
+                row.required.remove(span.modality)
+        if tok in signal_ids:
+            row.span.append((_span_of(lm, tok), tok))
+        elif stop_strings and not row.span:
+            tail = lm.decode(results[i].token_ids[-32:])
+            row.stopped = any(s in tail for s in stop_strings)
+
     steps = 0
     while True:
         out = model(
@@ -148,53 +166,51 @@ def generate(
             **{cache_kw: cache},
         )
         cache = getattr(out, cache_out)
-        hidden = out.hidden_states[lm.hidden_layer][:, -1]
+        hidden = out.hidden_states[lm.hidden_layer]
         logits = out.logits[:, -1]
         # The states just computed are those *at* the tokens emitted in the previous step.
-        for i, tok in enumerate(step_tokens):
-            if tok is not None and rows[i].span:
-                hidden_by_row[i].append(hidden[i])
+        for i, toks in enumerate(step_tokens):
+            if toks and rows[i].span:
+                hidden_by_row[i].extend(hidden[i, -len(toks) :])
                 _close_span_if_complete(lm, rows[i], results[i], hidden_by_row[i])
         if all(r.done for r in rows):
             break
-        next_tokens: list[int | None] = []
+        next_tokens: list[list[int]] = []
         for i, row in enumerate(rows):
             if row.done:
-                next_tokens.append(None)
+                next_tokens.append([])
                 continue
             tok = _next_token(lm, row, logits[i], later_span_tokens, options, generators[i], steps, eos_ids)
             if tok is None:
                 row.done = True
-                next_tokens.append(None)
+                next_tokens.append([])
                 continue
-            results[i].token_ids.append(tok)
-            if on_token is not None:
-                on_token(i, tok)
-            if tok in first_of_span and not row.span:
-                span = first_of_span[tok]
-                row.forced = list(span.token_ids[1:])
-                if span.modality in row.required:
-                    row.required.remove(span.modality)
-            if tok in signal_ids:
-                row.span.append((_span_of(lm, tok), tok))
-            elif stop_strings and not row.span:
-                tail = lm.decode(results[i].token_ids[-32:])
-                row.stopped = any(s in tail for s in stop_strings)
-            next_tokens.append(tok)
-        steps += 1
-        if all(t is None for t in next_tokens):
+            emit(i, tok)
+            next_tokens.append([tok])
+        # The rest of a signal span needs no logits: when every live row is inside a span, its known tokens go
+        # into this same forward pass (one pass for a whole span instead of one per token).
+        live = [i for i, toks in enumerate(next_tokens) if toks]
+        extra = min((len(rows[i].forced) for i in live), default=0)
+        for _ in range(extra):
+            for i in live:
+                tok = rows[i].forced.pop(0)
+                emit(i, tok)
+                next_tokens[i].append(tok)
+        steps += 1 + extra
+        # No forward pass when every row will end at the next step without needing this step's states.
+        if all(not toks or _ends_next(rows[i], steps, options) for i, toks in enumerate(next_tokens)):
             break
-        # Feed the new tokens (finished rows get a masked pad, so the batch stays rectangular).
+        # Feed the new tokens (finished rows get masked pads, so the batch stays rectangular).
         step_tokens = next_tokens
-        ids = torch.tensor(
-            [t if t is not None else lm.tokenizer.pad_token_id for t in next_tokens], device=device
-        )
-        embeds = lm.embeddings(ids)[:, None]
-        alive = torch.tensor([t is not None for t in next_tokens], dtype=torch.long, device=device)
-        mask = torch.cat([mask, alive[:, None]], dim=1)
-        positions = positions[:, -1:] + 1
+        n = 1 + extra
+        pad = lm.tokenizer.pad_token_id
+        ids = torch.tensor([toks or [pad] * n for toks in next_tokens], device=device)
+        embeds = lm.embeddings(ids)
+        alive = torch.tensor([bool(toks) for toks in next_tokens], dtype=torch.long, device=device)
+        mask = torch.cat([mask, alive[:, None].expand(-1, n)], dim=1)
+        positions = positions[:, -1:] + torch.arange(1, n + 1, device=device)
     for res in results:
-        res.text = _strip_stop(lm.decode(res.token_ids), stop_strings)
+        res.text = strip_stop(lm.decode(res.token_ids), stop_strings)
     return results
 
 
@@ -239,6 +255,17 @@ def _next_token(
     return tok
 
 
+def _ends_next(row: _RowState, steps: int, options: SamplingOptions) -> bool:
+    """Whether the row's next step is sure to finish it (so the pass that would feed its last token is not needed):
+    no open span (whose states must be kept), nothing forced or owed, and stopped or out of budget."""
+    return (
+        not row.span
+        and not row.forced
+        and not row.required
+        and (row.stopped or steps >= options.max_new_tokens)
+    )
+
+
 def _owed_span_start(lm, row: _RowState) -> int | None:
     """Force the first owed modality's span, or finish the row when nothing is owed."""
     if not row.required:
@@ -246,6 +273,6 @@ def _owed_span_start(lm, row: _RowState) -> int | None:
     return lm.spans[row.required[0]].token_ids[0]
 
 
-def _strip_stop(text: str, stop_strings: Sequence[str]) -> str:
+def strip_stop(text: str, stop_strings: Sequence[str]) -> str:
     cut = min((text.index(s) for s in stop_strings if s in text), default=len(text))
     return text[:cut].strip()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from anygen import builders, media
 from anygen.errors import AnyGenError
-from anygen.generation import SamplingOptions, generate
+from anygen.generation import SamplingOptions, SignalOutput, generate, strip_stop
 from anygen.llm import LanguageModel
 from anygen.output import AnyToAnyOutput
 from anygen.prompt import MediaSlot, Turn, conversation_segments
@@ -33,6 +34,24 @@ _GENERATOR_OPTIONS = {
 _MEDIA_ARGS = {"image": "images", "audio": "audios", "video": "videos"}
 
 FeatureCache = dict[tuple[str, str], torch.Tensor]
+
+
+@dataclass
+class MediaRequest:
+    """One kind of media an answer asks for: the generator's input, one row per item to make."""
+
+    owners: list[int]  # the prompt each row belongs to (it picks the row's seed)
+    conditioning: torch.Tensor  # the output projector's output, [rows, tokens, width]
+
+
+@dataclass
+class Conditioned:
+    """:meth:`AnyToAnyPipeline.condition`: the answers' text and, per kind of media asked for, its request."""
+
+    outputs: list[AnyToAnyOutput]  # text and token ids; no media yet
+    media: dict[str, MediaRequest]  # in the order image, video, audio
+    seed: int | None  # the call's seed (drawn when none was given); None when a torch.Generator was given
+    batched: bool = False
 
 
 class AnyToAnyPipeline:
@@ -199,62 +218,38 @@ class AnyToAnyPipeline:
         audio_length_in_s: float | None = None,
         history: Sequence[Turn] | None = None,
         feature_cache: FeatureCache | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> AnyToAnyOutput | list[AnyToAnyOutput]:
         """Answer ``prompt`` (a string, or a list for a batch) given optional media inputs.
 
         ``images``/``audios``/``videos``: for one prompt, a list of inputs (paths, bytes, arrays, PIL images,
         :class:`~anygen.media.Audio`/:class:`~anygen.media.Video`); for a batch, one such list per prompt.
         The LLM decides which media to make; ``output_modalities`` guarantees at least one of each listed
-        kind; with ``only_requested=True`` the LLM may make no other kind. ``seed`` makes the call reproducible, and a prompt gives the same result in a batch as alone.
+        kind; with ``only_requested=True`` the LLM may make no other kind. ``seed`` makes the call
+        reproducible, and a prompt gives the same result in a batch as alone. ``on_text(partial_text)`` is
+        called with the first prompt's answer so far after each token (for streaming).
+
+        The call is :meth:`condition` (encoders, LLM, output projectors) then :meth:`generate_media` for each
+        kind the answer asks for; a caller may run the two halves in different places.
         """
-        batched = not isinstance(prompt, str)
-        prompts = list(prompt) if batched else [prompt]
-        if not prompts:
-            raise AnyGenError("prompt: the batch is empty")
-        inputs = {
-            m: _per_prompt(arg, len(prompts), batched, _MEDIA_ARGS[m])
-            for m, arg in (("image", images), ("audio", audios), ("video", videos))
-        }
-        wanted = self._check_output_modalities(output_modalities)
-        for i, text in enumerate(prompts):
-            if not isinstance(text, str):
-                raise AnyGenError(f"prompt: expected a string, got {type(text).__name__}")
-            if not text.strip() and not any(inputs[m][i] for m in MODALITIES):
-                raise AnyGenError("prompt: empty, and no image, audio or video was given")
-        sampling = self._sampling_options(max_new_tokens, temperature, top_p)
-        if seed is None and generator is None:
-            seed = random.randrange(2**31)
-        bar = tqdm(total=sampling.max_new_tokens, desc="llm", unit="step", **self._progress)
+        answer, bar = self._condition(
+            prompt,
+            images,
+            audios,
+            videos,
+            output_modalities=output_modalities,
+            only_requested=only_requested,
+            seed=seed,
+            generator=generator,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            history=history,
+            feature_cache=feature_cache,
+            on_text=on_text,
+        )
         try:
-            # 1. Prompts: text and projected media features, embedded.
-            lm = self.llm
-            embedded = []
-            for i, text in enumerate(prompts):
-                turn = Turn(
-                    "user",
-                    text,
-                    {m: [_load(m, x, j) for j, x in enumerate(inputs[m][i])] for m in MODALITIES},
-                )
-                embedded.append(self._embed_conversation([*(history or []), turn], feature_cache))
-            # 2. The LLM answers, with complete signal spans and their hidden states.
-            llm_generators = (
-                [generator] * len(prompts)
-                if generator is not None
-                else [torch.Generator(lm.device).manual_seed(seed) for _ in prompts]
-            )
-            sequences = generate(
-                lm,
-                embedded,
-                sampling,
-                required=[wanted] * len(prompts),
-                stop_strings=self.spec.llm.template.stop,
-                generators=llm_generators,
-                on_token=lambda row, tok: _advance(bar) if row == 0 else None,
-            )
-            bar.total = bar.n  # the answer may end before max_new_tokens, or run past it with forced spans
-            bar.refresh()
-            outputs = [AnyToAnyOutput(text=s.text, token_ids=s.token_ids) for s in sequences]
-            # 3. Output projectors and generators, one batched call per modality.
+            # 3. Generators, one batched call per modality.
             options = dict(
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
@@ -263,17 +258,78 @@ class AnyToAnyPipeline:
                 num_frames=num_frames,
                 audio_length_in_s=audio_length_in_s,
             )
-            for modality in MODALITIES:
-                owners = [
-                    (i, s) for i, seq in enumerate(sequences) for s in seq.signals if s.modality == modality
-                ]
-                if owners:
-                    made = self._generate_media(modality, owners, options, seed, generator, bar)
-                    for (i, _), item in zip(owners, made, strict=True):
-                        getattr(outputs[i], _MEDIA_ARGS[modality]).append(item)
+            for modality, request in answer.media.items():
+                made = self._generate_media(modality, request, options, answer.seed, generator, bar)
+                for i, item in zip(request.owners, made, strict=True):
+                    getattr(answer.outputs[i], _MEDIA_ARGS[modality]).append(item)
         finally:
             bar.close()
-        return outputs if batched else outputs[0]
+        return answer.outputs if answer.batched else answer.outputs[0]
+
+    @torch.no_grad()
+    def condition(
+        self,
+        prompt: str | Sequence[str],
+        images: Sequence | None = None,
+        audios: Sequence | None = None,
+        videos: Sequence | None = None,
+        **kwargs: Any,
+    ) -> Conditioned:
+        """The first half of :meth:`__call__`: encoders, LLM and output projectors, no generator.
+
+        Arguments as :meth:`__call__` less the generators' options (``output_modalities``, ``seed``,
+        ``generator``, ``max_new_tokens``, ``temperature``, ``top_p``, ``history``, ``feature_cache``).
+        Returns the answers (text only) and, for each kind of media they ask for, the generator's input;
+        :meth:`generate_media` with ``seed=result.seed`` (or the same ``generator``) then makes exactly the
+        media ``__call__`` would.
+        """
+        answer, bar = self._condition(prompt, images, audios, videos, **kwargs)
+        bar.close()
+        return answer
+
+    @torch.no_grad()
+    def generate_media(
+        self,
+        modality: str,
+        conditioning: torch.Tensor,
+        owners: Sequence[int],
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[int, int], None] | None = None,
+        **options: Any,
+    ) -> list:
+        """The second half of :meth:`__call__` for one kind: media from :meth:`condition`'s ``conditioning``.
+
+        ``conditioning`` ``[rows, tokens, width]``: one row per item to make; ``owners[r]`` is the index of
+        the prompt row ``r`` belongs to (the k-th item of a kind in a prompt is drawn with ``seed + k``).
+        ``options``: ``num_inference_steps``, ``guidance_scale`` (a value, or a dict per modality),
+        ``height``, ``width``, ``num_frames``, ``audio_length_in_s``; None means the spec's default.
+        ``callback(done, total)`` is called once per denoising step.
+        """
+        if modality not in self.spec.outputs:
+            self._check_output_modalities([modality])
+        unknown = sorted(set(options) - {k for keys in _GENERATOR_OPTIONS.values() for k in keys})
+        if unknown:
+            raise AnyGenError(f"generate_media: unknown option(s) {', '.join(unknown)}")
+        if len(owners) != conditioning.shape[0]:
+            raise AnyGenError(
+                f"generate_media: {len(owners)} owners for {conditioning.shape[0]} rows of conditioning"
+            )
+        if seed is None and generator is None:
+            raise AnyGenError("generate_media: give a seed or a torch.Generator")
+        gen = self.generator(modality)
+        # One torch.Generator per item: the k-th item of a kind in a prompt uses seed + k, batched or not.
+        if generator is None:
+            counts: dict[int, int] = {}
+            generators = []
+            for i in owners:
+                generators.append(torch.Generator("cpu").manual_seed(seed + counts.get(i, 0)))
+                counts[i] = counts.get(i, 0) + 1
+        else:
+            generators = generator
+        call = self._generator_call(modality, options)
+        return gen.generate(conditioning.to(self._device), generator=generators, callback=callback, **call)
 
     def chat(self, **defaults: Any):
         """A multi-turn :class:`~anygen.chat.Conversation` over this pipeline."""
@@ -318,13 +374,110 @@ class AnyToAnyPipeline:
             [features[(t, seg)] if isinstance(seg, MediaSlot) else seg for seg, t in segments]
         )
 
-    def _generate_media(self, modality, owners, options, seed, generator, bar) -> list:
+    def _condition(
+        self,
+        prompt: str | Sequence[str],
+        images: Sequence | None = None,
+        audios: Sequence | None = None,
+        videos: Sequence | None = None,
+        *,
+        output_modalities: Sequence[str] = (),
+        only_requested: bool = False,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        history: Sequence[Turn] | None = None,
+        feature_cache: FeatureCache | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> tuple[Conditioned, tqdm]:
+        """:meth:`condition`, and the call's progress bar (the caller closes it)."""
+        batched = not isinstance(prompt, str)
+        prompts = list(prompt) if batched else [prompt]
+        if not prompts:
+            raise AnyGenError("prompt: the batch is empty")
+        inputs = {
+            m: _per_prompt(arg, len(prompts), batched, _MEDIA_ARGS[m])
+            for m, arg in (("image", images), ("audio", audios), ("video", videos))
+        }
+        wanted = self._check_output_modalities(output_modalities)
+        for i, text in enumerate(prompts):
+            if not isinstance(text, str):
+                raise AnyGenError(f"prompt: expected a string, got {type(text).__name__}")
+            if not text.strip() and not any(inputs[m][i] for m in MODALITIES):
+                raise AnyGenError("prompt: empty, and no image, audio or video was given")
+        sampling = self._sampling_options(max_new_tokens, temperature, top_p)
+        if seed is None and generator is None:
+            seed = random.randrange(2**31)
+        bar = tqdm(total=sampling.max_new_tokens, desc="llm", unit="step", **self._progress)
+        try:
+            # 1. Prompts: text and projected media features, embedded.
+            lm = self.llm
+            embedded = []
+            for i, text in enumerate(prompts):
+                turn = Turn(
+                    "user",
+                    text,
+                    {m: [_load(m, x, j) for j, x in enumerate(inputs[m][i])] for m in MODALITIES},
+                )
+                embedded.append(self._embed_conversation([*(history or []), turn], feature_cache))
+            # 2. The LLM answers, with complete signal spans and their hidden states.
+            llm_generators = (
+                [generator] * len(prompts)
+                if generator is not None
+                else [torch.Generator(lm.device).manual_seed(seed) for _ in prompts]
+            )
+            first_ids: list[int] = []
+
+            def on_token(row: int, tok: int) -> None:
+                if row != 0:
+                    return
+                _advance(bar)
+                if on_text is not None:
+                    first_ids.append(tok)
+                    on_text(strip_stop(lm.decode(first_ids), self.spec.llm.template.stop))
+
+            sequences = generate(
+                lm,
+                embedded,
+                sampling,
+                required=[wanted] * len(prompts),
+                allowed=[wanted if only_requested else None] * len(prompts),
+                stop_strings=self.spec.llm.template.stop,
+                generators=llm_generators,
+                on_token=on_token,
+            )
+            bar.total = bar.n  # the answer may end before max_new_tokens, or run past it with forced spans
+            bar.refresh()
+            outputs = [AnyToAnyOutput(text=s.text, token_ids=s.token_ids) for s in sequences]
+            # 3. Output projectors: the generators' conditioning, one batched call per modality.
+            media = {}
+            for modality in MODALITIES:
+                owners = [
+                    (i, s) for i, seq in enumerate(sequences) for s in seq.signals if s.modality == modality
+                ]
+                if owners:
+                    media[modality] = MediaRequest(
+                        owners=[i for i, _ in owners],
+                        conditioning=self.project_signals(modality, [s for _, s in owners]),
+                    )
+        except BaseException:
+            bar.close()
+            raise
+        return Conditioned(outputs=outputs, media=media, seed=seed, batched=batched), bar
+
+    @torch.no_grad()
+    def project_signals(self, modality: str, signals: Sequence[SignalOutput]) -> torch.Tensor:
+        """The output projector of ``modality`` over the LLM's signal spans: ``[len(signals), tokens, width]``."""
         projector = self.output_projector(modality)
         dtype = next(projector.parameters()).dtype
-        hidden = torch.stack([s.hidden_states for _, s in owners]).to(self._device, dtype)
-        embeds = torch.stack([s.input_embeds for _, s in owners]).to(self._device, dtype)
-        conditioning = projector(hidden, embeds)
-        gen = self.generator(modality)
+        hidden = torch.stack([s.hidden_states for s in signals]).to(self._device, dtype)
+        embeds = torch.stack([s.input_embeds for s in signals]).to(self._device, dtype)
+        return projector(hidden, embeds)
+
+    def _generator_call(self, modality: str, options: dict[str, Any]) -> dict[str, Any]:
+        """The generator's call options: the spec's defaults, overridden by the call's (per-modality dicts)."""
         call = {**self.spec.outputs[modality].generator.defaults}
         for key in _GENERATOR_OPTIONS[modality]:
             value = options.get(key)
@@ -332,19 +485,23 @@ class AnyToAnyPipeline:
                 value = value.get(modality)
             if value is not None:
                 call[key] = value
+        return call
+
+    def _generate_media(self, modality, request, options, seed, generator, bar) -> list:
+        call = self._generator_call(modality, options)
+        gen = self.generator(modality)
         steps = call.get("num_inference_steps") or gen.default_options().get("num_inference_steps", 0)
         bar.total += steps
         bar.set_description(modality)
-        # One torch.Generator per item: the k-th item of a kind in a prompt uses seed + k, batched or not.
-        if generator is None:
-            counts: dict[int, int] = {}
-            generators = []
-            for i, _ in owners:
-                generators.append(torch.Generator("cpu").manual_seed(seed + counts.get(i, 0)))
-                counts[i] = counts.get(i, 0) + 1
-        else:
-            generators = generator
-        return gen.generate(conditioning, generator=generators, callback=lambda *_: bar.update(1), **call)
+        return self.generate_media(
+            modality,
+            request.conditioning,
+            request.owners,
+            seed=seed,
+            generator=generator,
+            callback=lambda *_: bar.update(1),
+            **options,
+        )
 
 
 def _advance(bar: tqdm) -> None:

@@ -164,3 +164,10 @@ def test_generator_and_options_pass_through(tiny_pipe):
 def test_bad_inputs_get_clear_errors(tiny_pipe, kwargs, error, match):
     with pytest.raises(error, match=match):
         tiny_pipe(**kwargs)
+
+
+def test_on_text_streams_the_answer(tiny_pipe):
+    seen = []
+    out = tiny_pipe("a bell", seed=1, max_new_tokens=6, on_text=seen.append)
+    assert seen and seen[-1] == out.text
+    assert len(seen) == len(out.token_ids)

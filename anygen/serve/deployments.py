@@ -1,0 +1,373 @@
+"""The Ray Serve deployments: the LLM side, one generator each, and the HTTP ingress.
+
+Each replica builds its part of the pipeline from the same :class:`~anygen.spec.PipelineSpec` and runs the
+pipeline's own code: :meth:`AnyToAnyPipeline.condition` on the LLM side, :meth:`AnyToAnyPipeline.generate_media`
+in a generator, so a seed gives the service the same output as a local ``pipe(...)`` call. A replica runs one
+model call at a time on its own thread; its event loop stays free for ``stats`` and health checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from anygen.errors import AnyGenError, MediaError
+from anygen.serve.config import LimitsConfig
+from anygen.serve.schema import (
+    MEDIA_FIELDS,
+    GenerateResponse,
+    RequestError,
+    check_limits,
+    decode_media,
+    parse_request,
+)
+from anygen.spec import PipelineSpec
+
+logger = logging.getLogger("ray.serve")
+
+
+class _Replica:
+    """A replica's model thread (one call at a time, ``torch_threads`` torch threads) and its counters."""
+
+    def _start(self, kind: str, torch_threads: int) -> None:
+        import torch
+
+        self.kind = kind
+        self.counts: Counter[str] = Counter()
+        self.started = time.time()
+        torch.set_num_threads(torch_threads)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"anygen-{kind}",
+            initializer=torch.set_num_threads,
+            initargs=(torch_threads,),
+        )
+
+    async def _run(self, fn, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def stats(self) -> dict[str, Any]:
+        """This replica's counters: ``calls`` (requests that reached it), ``failures``, its id and pid."""
+        try:
+            replica = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # outside a replica (tests)
+            replica = None
+        return {
+            "deployment": self.kind,
+            "replica": replica,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 3),
+            **{k: self.counts[k] for k in ("calls", "failures")},
+        }
+
+    def ping(self) -> str:
+        return "ok"
+
+
+@serve.deployment(name="llm")
+class LLMServer(_Replica):
+    """Encoders, input projectors, LLM and output projectors: a prompt in, the text and each kind of media's
+    generator conditioning out."""
+
+    def __init__(self, spec: PipelineSpec, device: str = "cpu", torch_threads: int = 1):
+        from anygen.pipeline import AnyToAnyPipeline
+
+        self._start("llm", torch_threads)
+        self.pipe = AnyToAnyPipeline(spec).to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        # Build this side's components now: the first request should not pay for it.
+        _ = self.pipe.llm
+        for name, proj in spec.input_projectors.items():
+            self.pipe.encoder(proj.encoder)
+            self.pipe.input_projector(name)
+        for modality in spec.outputs:
+            self.pipe.output_projector(modality)
+
+    async def condition(self, prompt: str, media: dict[str, list[bytes]], options: dict[str, Any]) -> dict:
+        """``{"text", "token_ids", "seed", "media": {modality: {"owners", "conditioning"}}}``, or
+        ``{"error": {...}}`` when the pipeline refuses the input (bad media: 400, other: 422)."""
+        self.counts["calls"] += 1
+        try:
+            answer = await self._run(
+                self.pipe.condition,
+                prompt,
+                images=media.get("image", []),
+                audios=media.get("audio", []),
+                videos=media.get("video", []),
+                **options,
+            )
+        except MediaError as err:
+            self.counts["failures"] += 1
+            return {"error": {"status": 400, "type": "bad_media", "message": str(err)}}
+        except AnyGenError as err:
+            self.counts["failures"] += 1
+            return {"error": {"status": 422, "type": "invalid_request", "message": str(err)}}
+        except Exception:
+            self.counts["failures"] += 1
+            raise
+        out = answer.outputs[0]
+        return {
+            "text": out.text,
+            "token_ids": out.token_ids,
+            "seed": answer.seed,
+            "media": {
+                m: {"owners": r.owners, "conditioning": r.conditioning.detach().cpu()}
+                for m, r in answer.media.items()
+            },
+        }
+
+
+@serve.deployment
+class GeneratorServer(_Replica):
+    """One generator (one modality): conditioning in, encoded media files out (PNG, MP4 or WAV bytes)."""
+
+    def __init__(self, spec: PipelineSpec, modality: str, device: str = "cpu", torch_threads: int = 1):
+        from anygen.pipeline import AnyToAnyPipeline
+
+        self._start(f"{modality}_generator", torch_threads)
+        self.modality = modality
+        self.pipe = AnyToAnyPipeline(spec).to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe.generator(modality)  # built now, and only this one
+        self._failures_to_inject = 0
+        self._crash = False
+
+    async def generate(self, conditioning, owners: list[int], seed: int, options: dict[str, Any]) -> dict:
+        """``{"files": [PNG/MP4/WAV bytes, one per row]}``, or ``{"error": {...}}`` (422) for bad options."""
+        from anygen.serve.codec import encode_media
+
+        self.counts["calls"] += 1
+        try:
+            if self._failures_to_inject > 0:
+                self._failures_to_inject -= 1
+                if self._crash:
+                    os._exit(1)
+                raise RuntimeError(f"{self.kind}: injected failure (fail_next)")
+
+            def work() -> list[bytes]:
+                made = self.pipe.generate_media(self.modality, conditioning, owners, seed=seed, **options)
+                return [encode_media(self.modality, item) for item in made]
+
+            return {"files": await self._run(work)}
+        except AnyGenError as err:  # the request's options do not suit this generator
+            self.counts["failures"] += 1
+            return {"error": {"status": 422, "type": "invalid_request", "message": str(err)}}
+        except Exception:
+            self.counts["failures"] += 1
+            raise
+
+    def fail_next(self, n: int = 1, crash: bool = False) -> None:
+        """Fault injection for tests and drills: the next ``n`` calls to this replica raise (or, with
+        ``crash=True``, kill the replica's process, which Ray Serve then replaces)."""
+        self._failures_to_inject = n
+        self._crash = crash
+
+
+def _error_response(err: RequestError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+def _backend_error(what: str, err: BaseException) -> RequestError:
+    """A failure behind the ingress as a 5xx: 503 when a replica is gone or the queue is full, else 500."""
+    import ray.exceptions
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(err, asyncio.TimeoutError):
+        return RequestError(504, "timeout", f"the {what} did not answer in time")
+    if isinstance(err, BackPressureError):
+        return RequestError(503, "overloaded", f"the {what} is at capacity; retry later")
+    if isinstance(err, ray.exceptions.RayActorError):
+        return RequestError(503, "unavailable", f"the {what} replica died; retry (it is being replaced)")
+    cause = getattr(err, "cause", None) or err
+    message = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+    return RequestError(500, "generation_failed", f"the {what} failed: {type(cause).__name__}: {message}")
+
+
+@serve.deployment(name="ingress")
+class Ingress:
+    """The HTTP API: ``POST /v1/generate``, ``GET /healthz``, ``GET /v1/pipelines``, ``GET /v1/stats``."""
+
+    def __init__(self, info: dict[str, Any], limits: LimitsConfig, llm, generators: dict[str, Any]):
+        self.info = info
+        self.limits = limits
+        self.llm = llm
+        self.generators = generators
+        self.calls: Counter[str] = Counter()  # requests this ingress sent to each deployment
+        self.responses: Counter[str] = Counter()  # responses by status code
+
+    # -- routing ----------------------------------------------------------------------------------------
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path
+        root = request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        path = "/" + path.strip("/")
+        routes = {
+            "/v1/generate": ("POST", self._generate),
+            "/healthz": ("GET", self._healthz),
+            "/v1/pipelines": ("GET", self._pipelines),
+            "/v1/stats": ("GET", self._stats),
+        }
+        try:
+            if path not in routes:
+                raise RequestError(404, "not_found", f"no endpoint {path}; try {', '.join(routes)}")
+            method, handler = routes[path]
+            if request.method != method:
+                raise RequestError(405, "method_not_allowed", f"{path} takes {method}, not {request.method}")
+            response = await handler(request)
+        except RequestError as err:
+            response = _error_response(err)
+        except Exception as err:  # a bug here: still a JSON 500, and the next request is served
+            logger.exception("ingress: unexpected error")
+            response = _error_response(
+                RequestError(500, "internal", f"internal error: {type(err).__name__}: {err}")
+            )
+        self.responses[str(response.status_code)] += 1
+        return response
+
+    # -- endpoints --------------------------------------------------------------------------------------
+    async def _healthz(self, request: Request) -> Response:
+        body: dict[str, Any] = {"status": "ok", "pipeline": self.info["name"]}
+        if request.query_params.get("deep") in ("1", "true"):
+            names = {"llm": self.llm, **{f"{m}_generator": h for m, h in self.generators.items()}}
+            results = await asyncio.gather(
+                *(asyncio.wait_for(_response(h.ping.remote()), 10) for h in names.values()),
+                return_exceptions=True,
+            )
+            body["deployments"] = {
+                n: "ok" if r == "ok" else f"error: {type(r).__name__}"
+                for n, r in zip(names, results, strict=True)
+            }
+            if any(v != "ok" for v in body["deployments"].values()):
+                body["status"] = "degraded"
+                return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
+
+    async def _pipelines(self, request: Request) -> Response:
+        return JSONResponse({"pipelines": [self.info]})
+
+    async def _stats(self, request: Request) -> Response:
+        return JSONResponse(self.stats())
+
+    def stats(self) -> dict[str, Any]:
+        """Calls this ingress replica made to each deployment, and its responses by status code."""
+        return {"calls": dict(self.calls), "responses": dict(self.responses)}
+
+    async def _generate(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = await self._read_body(request)
+        req = parse_request(body)
+        check_limits(req, self.limits, inputs=self.info["inputs"], outputs=self.info["outputs"])
+        media = {
+            modality: [
+                decode_media(value, f"{name}[{i}]", self.limits.max_media_bytes)
+                for i, value in enumerate(getattr(req, name))
+            ]
+            for modality, name in MEDIA_FIELDS.items()
+        }
+        timeout = self.limits.request_timeout_s
+        timings: dict[str, float] = {}
+
+        # 1. The LLM side: text, and each kind of media's conditioning.
+        t0 = time.perf_counter()
+        self.calls["llm"] += 1
+        try:
+            answer = await asyncio.wait_for(
+                _response(self.llm.condition.remote(req.prompt, media, req.llm_options())), timeout
+            )
+        except Exception as err:
+            raise _backend_error("LLM", err) from None
+        timings["llm"] = _ms(t0)
+        if "error" in answer:
+            e = answer["error"]
+            raise RequestError(e["status"], e["type"], e["message"])
+
+        # 2. Only the generators the answer needs, concurrently.
+        async def generate(modality: str, part: dict[str, Any]) -> list[bytes]:
+            t = time.perf_counter()
+            self.calls[modality] += 1
+            try:
+                made = await asyncio.wait_for(
+                    _response(
+                        self.generators[modality].generate.remote(
+                            part["conditioning"], part["owners"], answer["seed"], req.generator_options()
+                        )
+                    ),
+                    max(timeout - (time.perf_counter() - started), 1e-3),
+                )
+            except Exception as err:
+                raise _backend_error(f"{modality} generator", err) from None
+            timings[modality] = _ms(t)
+            if "error" in made:
+                e = made["error"]
+                raise RequestError(e["status"], e["type"], f"{modality} generator: {e['message']}")
+            return made["files"]
+
+        parts = answer["media"]
+        results = await asyncio.gather(*(generate(m, p) for m, p in parts.items()), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            if isinstance(failed[0], RequestError):
+                raise failed[0]
+            raise _backend_error("generator", failed[0])
+        files = dict(zip(parts, results, strict=True))
+
+        # 3. The response: media as base64 files.
+        t0 = time.perf_counter()
+        out = await asyncio.to_thread(_encode_response, answer, files)
+        timings["encode"] = _ms(t0)
+        timings["total"] = _ms(started)
+        out.timings_ms = timings
+        return JSONResponse(out.model_dump())
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestError(
+                413,
+                "body_too_large",
+                f"the body is {declared} bytes, more than limits.max_body_bytes={limit}",
+            )
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(
+                    413, "body_too_large", f"the body is more than limits.max_body_bytes={limit} bytes"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+async def _response(response):
+    """Await a ``DeploymentResponse`` (a coroutine, so ``asyncio.wait_for`` can cancel it)."""
+    try:
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)
+
+
+def _encode_response(answer: dict[str, Any], files: dict[str, list[bytes]]) -> GenerateResponse:
+    from anygen.serve.codec import to_base64
+
+    return GenerateResponse(
+        text=answer["text"],
+        seed=answer["seed"],
+        **{MEDIA_FIELDS[m]: [to_base64(f) for f in made] for m, made in files.items()},
+    )

@@ -1,0 +1,1 @@
+"""anygen benchmarks: ``python -m benchmarks`` (see ``benchmarks/README.md``)."""

@@ -1,0 +1,220 @@
+"""The serving config, request checks and media encoding, and the ``serve`` command's parser: no Ray needed."""
+
+import base64
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from anygen.cli import build_parser
+from anygen.serve.config import ServeConfig, ServeConfigError, load_config
+from anygen.serve.schema import GenerateRequest, RequestError, check_limits, decode_media, parse_request
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_yaml_is_the_built_in_default():
+    assert load_config(ROOT / "serving" / "default.yaml") == ServeConfig()
+    assert load_config(None) == ServeConfig()
+    # The defaults fit a 2-core machine: 1 replica each, 2 CPUs reserved in all.
+    assert ServeConfig().reserved(["image", "video", "audio"]) == {"CPU": 2.0, "GPU": 0.0}
+
+
+def test_example_cluster_config_loads():
+    config = load_config(ROOT / "serving" / "gpu-cluster.example.yaml")
+    video = config.generator("video").ray_options()
+    assert video["ray_actor_options"]["num_gpus"] == 1
+    assert video["autoscaling_config"]["max_replicas"] == 2 and "num_replicas" not in video
+    assert config.generator("video").torch_device == "cuda"
+
+
+def test_config_errors_name_the_field(tmp_path):
+    bad = {
+        "generators": {"video": {"num_gpus": -1, "replicas": 2}},
+        "llm": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}},
+        "limits": {"max_media_bytes": 0},
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ServeConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert str(path) in text
+    assert "generators.video.num_gpus" in text and "generators.video.replicas: unknown field" in text
+    assert "llm.autoscaling: min_replicas (3) is more than max_replicas (2)" in text
+    assert "limits.max_media_bytes" in text
+    with pytest.raises(ServeConfigError, match="num_replicas or autoscaling"):
+        ServeConfig.from_dict({"llm": {"num_replicas": 2, "autoscaling": {"max_replicas": 3}}})
+    with pytest.raises(ServeConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_ray_options_and_overrides():
+    config = ServeConfig().with_overrides(**{"generators.image.num_replicas": 2, "http.port": 9000})
+    image = config.generator("image").ray_options()
+    assert image["num_replicas"] == 2 and image["max_ongoing_requests"] == 4
+    assert image["ray_actor_options"]["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "1"
+    assert config.http.port == 9000 and config.generator("video").num_replicas == 1
+    assert config.reserved(["image"]) == {"CPU": 1.5, "GPU": 0.0}
+
+
+def test_check_resources_refuses_what_a_local_instance_cannot_start():
+    from anygen.serve.app import check_resources
+
+    config = ServeConfig().with_overrides(**{"generators.image.num_replicas": 3})
+    check_resources(config, ["image"], {"CPU": 2.0})
+    with pytest.raises(ServeConfigError, match=r"reserve 3 CPUs, the Ray instance has 2.*--num-cpus"):
+        check_resources(config, ["image", "video", "audio"], {"CPU": 2.0})
+    with pytest.warns(UserWarning, match="wait until the cluster has room"):
+        check_resources(config, ["image", "video", "audio"], {"CPU": 2.0}, local=False)
+
+
+def _error(body: bytes) -> RequestError:
+    with pytest.raises(RequestError) as err:
+        parse_request(body)
+    return err.value
+
+
+def test_request_schema_refuses_unknown_options_and_bad_json():
+    req = parse_request(b'{"prompt": "a dog", "seed": 3, "guidance_scale": {"image": 5}, "temperature": 1}')
+    assert req.seed == 3 and req.guidance_scale == {"image": 5.0} and req.temperature == 1.0
+    assert req.generator_options()["guidance_scale"] == {"image": 5.0}
+    assert req.llm_options()["seed"] == 3
+
+    err = _error(b'{"prompt": "a dog", "steps": 4}')
+    assert err.status == 422 and [f.field for f in err.fields] == ["steps"]
+    assert "unknown option" in err.message and "num_inference_steps" in err.message
+    err = _error(b'{"prompt": ')
+    assert err.status == 400 and err.type == "bad_json"
+    assert _error(b"[1, 2]").status == 422
+    err = _error(b'{"prompt": "x", "seed": "3", "num_inference_steps": {"image": 0}}')
+    assert {f.field for f in err.fields} == {"seed", "num_inference_steps", "num_inference_steps.image"}
+    assert [f.field for f in _error(b"{}").fields] == ["prompt"]
+    assert [f.field for f in _error(b'{"prompt": "x", "output_modalities": ["smell"]}').fields] == [
+        "output_modalities[0]"
+    ]
+    body = err.body()["error"]
+    assert body["status"] == 422 and body["fields"]
+
+
+def test_limits_and_pipeline_capabilities():
+    limits = ServeConfig().limits
+    kw = dict(inputs=["image"], outputs=["image", "audio"])
+    check_limits(GenerateRequest(prompt="x", images=["a"], output_modalities=["image"]), limits, **kw)
+    bad = GenerateRequest(
+        prompt="x" * 9000,
+        videos=["a"],
+        images=["a"] * 5,
+        output_modalities=["video"],
+        max_new_tokens=10**6,
+        num_inference_steps={"image": 1000},
+        height=4096,
+    )
+    with pytest.raises(RequestError) as err:
+        check_limits(bad, limits, **kw)
+    fields = {f.field for f in err.value.fields}
+    assert fields == {
+        "prompt",
+        "videos",
+        "images",
+        "output_modalities[0]",
+        "max_new_tokens",
+        "num_inference_steps.image",
+        "height",
+    }
+    assert err.value.status == 422
+
+
+def test_decode_media_base64_forms_and_limits():
+    data = bytes(range(256)) * 3
+    b64 = base64.b64encode(data).decode()
+    assert decode_media(b64, "images[0]", 10_000) == data
+    assert decode_media("data:image/png;base64," + b64, "images[0]", 10_000) == data
+    assert decode_media(base64.urlsafe_b64encode(data).decode().rstrip("="), "images[0]", 10_000) == data
+    wrapped = "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))
+    assert decode_media(wrapped, "images[0]", 10_000) == data
+    for bad in ("@@@@", "abc=d", "a"):
+        with pytest.raises(RequestError) as err:
+            decode_media(bad, "images[1]", 10_000)
+        assert err.value.status == 400 and err.value.fields[0].field == "images[1]"
+    with pytest.raises(RequestError) as err:
+        decode_media(b64, "audios[0]", 100)
+    assert err.value.status == 413 and "limits.max_media_bytes=100" in err.value.message
+    with pytest.raises(RequestError, match="empty"):
+        decode_media("", "videos[0]", 100)
+
+
+def test_encoded_media_are_the_files_save_writes(tmp_path):
+    from anygen.media import Audio, Video
+    from anygen.output import AnyToAnyOutput
+    from anygen.serve.codec import encode_media
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    video = Video(rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8), fps=8)
+    audio = Audio(rng.uniform(-1, 1, 1600).astype(np.float32), 16000)
+    AnyToAnyOutput(text="", images=[image], videos=[video], audios=[audio]).save(tmp_path)
+    assert encode_media("image", image) == (tmp_path / "image_0.png").read_bytes()
+    assert encode_media("audio", audio) == (tmp_path / "audio_0.wav").read_bytes()
+    mp4 = encode_media("video", video)
+    assert Video.load(mp4).num_frames == 3
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_media("image", image)))), np.asarray(image))
+
+
+def test_serve_command_parses_without_importing_ray():
+    from anygen.serve.cli import _config
+
+    ray_loaded = "ray" in sys.modules
+    args = build_parser().parse_args(
+        ["serve", "--pipeline", "tiny", "--port", "8123", "--replicas", "image=2", "--num-cpus", "4"]
+    )
+    assert args.handler.__module__ == "anygen.serve.cli"
+    config = _config(args)
+    assert config.http.port == 8123 and config.generator("image").num_replicas == 2
+    assert config.ray.num_cpus == 4 and config.http.host == "127.0.0.1"
+    assert ("ray" in sys.modules) == ray_loaded  # parsing imports no Ray
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--replicas", "smell=2"])
+
+
+def test_app_builder_builds_the_application_without_starting_ray():
+    serve = pytest.importorskip("ray.serve")
+    import ray
+
+    from anygen.serve.app import app_builder
+
+    app = app_builder({"config": str(ROOT / "serving" / "default.yaml"), "pipeline": "tiny"})
+    assert isinstance(app, serve.Application)
+    assert not ray.is_initialized()
+
+
+def test_condition_then_generate_media_is_the_pipeline_call(tiny_pipe):
+    """The split the service runs in two places gives exactly what one ``pipe(...)`` call gives."""
+    kw = dict(output_modalities=("image", "video", "audio"), seed=9, max_new_tokens=6)
+    options = dict(num_inference_steps={"image": 3}, num_frames=4)
+    whole = tiny_pipe("a storm at sea", **kw, **options)
+    answer = tiny_pipe.condition("a storm at sea", **kw)
+    assert (
+        answer.seed == 9
+        and answer.outputs[0].text == whole.text
+        and list(answer.media) == list(kw["output_modalities"])
+    )
+    for modality, request in answer.media.items():
+        made = tiny_pipe.generate_media(
+            modality, request.conditioning, request.owners, seed=answer.seed, **options
+        )
+        expected = getattr(whole, f"{modality}s")
+        assert len(made) == len(expected)
+        for a, b in zip(made, expected, strict=True):
+            if modality == "image":
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            elif modality == "video":
+                np.testing.assert_array_equal(a.frames, b.frames)
+            else:
+                np.testing.assert_array_equal(a.waveform, b.waveform)
+    with pytest.raises(Exception, match="seed or a torch.Generator"):
+        tiny_pipe.generate_media("image", request.conditioning, request.owners)
