@@ -6,6 +6,13 @@
 
 from __future__ import annotations
 
-from anygen.convert.nextgpt_legacy import convert_nextgpt_legacy, output_projectors_from_state_dict
-
 __all__ = ["convert_nextgpt_legacy", "output_projectors_from_state_dict"]
+
+
+def __getattr__(name: str):
+    """Imported on first use: the CLI imports this package to register ``convert`` (torch loads lazily)."""
+    if name in __all__:
+        from anygen.convert import nextgpt_legacy
+
+        return getattr(nextgpt_legacy, name)
+    raise AttributeError(f"module 'anygen.convert' has no attribute {name!r}")

@@ -372,11 +372,12 @@ class DiffusersGenerator:
     def _encode(self, texts: list[str], device: torch.device) -> torch.Tensor:
         raise NotImplementedError
 
-    def _empty_prompt_embeds(self) -> torch.Tensor:
+    def _empty_prompt_embeds(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """``encode_text([""])``, computed once per device/dtype (the unconditional input of NExT-GPT)."""
-        key = (str(self.device), self.dtype)
+        key = (str(device), dtype)
         if key not in self._empty_cache:
-            self._empty_cache[key] = self.encode_text([""])
+            with torch.no_grad():
+                self._empty_cache[key] = self._encode([""], device)
         return self._empty_cache[key]
 
     # ---- generation ------------------------------------------------------------------------------------------
@@ -447,7 +448,9 @@ class DiffusersGenerator:
             negative = self._check_embeds(negative_prompt_embeds, "negative_prompt_embeds", batch=batch)
         if opts.guidance_scale > 1:
             if negative is None:
-                negative = self._empty_prompt_embeds()
+                negative = self._empty_prompt_embeds(
+                    device, dtype
+                )  # device read once: diffusers walks modules
             negative = negative.to(device=device, dtype=dtype).expand(batch, -1, -1).contiguous()
         else:
             negative = None  # no classifier-free guidance: the unconditional input is not used
