@@ -147,7 +147,7 @@ class PipelineSpec(_Node):
         try:
             spec = cls.model_validate({**data, "root": root})
         except ValidationError as err:
-            raise SpecError(f"{source}: invalid pipeline spec:\n{_format_validation_error(err)}") from None
+            raise SpecError(f"{source}: invalid pipeline spec:\n{format_validation_error(err)}") from None
         spec._check_graph(source)
         return spec
 
@@ -228,7 +228,8 @@ class PipelineSpec(_Node):
                 )
 
 
-def _format_validation_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: the dotted field path and what is wrong with it."""
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "<top level>"
@@ -237,6 +238,8 @@ def _format_validation_error(err: ValidationError) -> str:
             msg = "unknown field"
         elif e["type"] == "missing":
             msg = "missing field"
+        elif e["type"] == "value_error":
+            msg = str(e.get("ctx", {}).get("error", msg))
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 

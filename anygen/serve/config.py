@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from anygen.errors import AnyGenError
+from anygen.spec import format_validation_error
 
 Modality = Literal["image", "video", "audio"]
 GENERATOR_MODALITIES: tuple[Modality, ...] = ("image", "video", "audio")
@@ -197,7 +198,9 @@ class ServeConfig(_Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            raise ServeConfigError(f"{source}: invalid serve config:\n{_format_errors(err)}") from None
+            raise ServeConfigError(
+                f"{source}: invalid serve config:\n{format_validation_error(err)}"
+            ) from None
 
     def with_overrides(self, **overrides: Any) -> ServeConfig:
         """A copy with dotted fields replaced, e.g. ``{"http.port": 8001, "generators.image.num_replicas": 2}``."""
@@ -209,21 +212,6 @@ class ServeConfig(_Strict):
                 node = node.setdefault(key, {})
             node[last] = value
         return type(self).from_dict(data, source="serve config overrides")
-
-
-def _format_errors(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "<top level>"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif e["type"] == "missing":
-            msg = "missing field"
-        elif e["type"] == "value_error":
-            msg = str(e.get("ctx", {}).get("error", msg))
-        lines.append(f"  {where}: {msg}")
-    return "\n".join(lines)
 
 
 def load_config(path: str | Path | None = None) -> ServeConfig:
