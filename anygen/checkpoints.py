@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,3 +34,36 @@ def check_state_dict(
     ]
     if problems:
         raise WeightsError(f"{what} does not match the model; " + "; ".join(problems))
+
+
+def torch_load_weights(path: str | Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a file that needs more than tensors and plain containers
+    (a pickle that would run code) raises :class:`WeightsError` naming ``what`` and the refused item.
+
+    torch's own message advises retrying with ``weights_only=False``; that advice is left out, since following it
+    for a file from elsewhere lets the file run any code.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise WeightsError(
+            f"cannot read {what}: it is not a plain tensor checkpoint ({_torch_reason(err)}); anygen reads "
+            "only tensors and never unpickles other objects, which could run code"
+        ) from None
+    except Exception as err:  # not a zip/pickle file, truncated, ...
+        raise WeightsError(
+            f"cannot read {what} as a PyTorch checkpoint ({type(err).__name__}: {_torch_reason(err)})"
+        ) from None
+
+
+def _torch_reason(err: BaseException) -> str:
+    """The specific reason in a torch.load error, on one line, without torch's advice to turn weights_only off."""
+    kept = []
+    for line in str(err).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if not line or "weights_only" in line or line.startswith(("Weights only load failed", "Please file")):
+            continue
+        kept.append(line)
+    return " ".join(kept) or type(err).__name__

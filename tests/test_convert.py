@@ -435,10 +435,9 @@ def test_inconsistent_shapes_are_refused(legacy_state):
 def test_arbitrary_pickle_is_refused(tmp_path):
     path = tmp_path / "pytorch_model.pt"
     torch.save(NotATensor(), path)
-    with pytest.raises(
-        WeightsError, match="is not a plain tensor checkpoint: torch.load\\(weights_only=True\\)"
-    ):
+    with pytest.raises(WeightsError, match="is not a plain tensor checkpoint .*never unpickles") as err:
         load_legacy_checkpoint(path)
+    assert "NotATensor" in str(err.value) and "weights_only=False" not in str(err.value)
     torch.save({"llama_proj.weight": NotATensor()}, path)  # hidden inside a dict: refused too
     with pytest.raises(WeightsError, match="not a plain tensor checkpoint"):
         load_legacy_checkpoint(path)

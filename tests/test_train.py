@@ -410,11 +410,12 @@ def test_stage3_resume_is_exact_and_lora_saves_merged_or_as_adapter(tmp_path):
     ckpt = tmp_path / "b" / "checkpoints" / "step-0000003"
     assert {p.name for p in ckpt.iterdir()} == {
         "trainable.safetensors",
-        "optimizer.pt",
-        "scheduler.pt",
-        "rng-0.pt",
+        "optimizer.json",
+        "optimizer.safetensors",
+        "scheduler.json",
+        "rng-0.json",
         "state.json",
-    }
+    }  # no pickles: tests/test_safe_resume.py
     resumed = train(out=str(tmp_path / "b"), resume=str(tmp_path / "b"), **kw)
     losses = [r["loss"] for r in first.metrics + resumed.metrics]
     assert losses == pytest.approx([r["loss"] for r in straight.metrics], rel=1e-6)

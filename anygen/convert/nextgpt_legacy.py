@@ -24,7 +24,6 @@ paths into the folder), so ``AnyToAnyPipeline.from_pretrained(out)`` loads it.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 import torch
 
+from anygen.checkpoints import torch_load_weights
 from anygen.errors import AnyGenError, WeightsError
 from anygen.projectors import InputProjector, OutputProjector, output_projector_from_state_dict
 
@@ -88,16 +88,7 @@ def load_legacy_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(
             f"checkpoint {path}: no such file (expected NExT-GPT's 7b_tiva_v0 pytorch_model.pt)"
         )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(
-            f"{path} is not a plain tensor checkpoint: torch.load(weights_only=True) refused it ({first}). "
-            "anygen reads only dicts of tensors and never unpickles arbitrary objects"
-        ) from None
-    except Exception as err:
-        raise WeightsError(f"{path}: cannot read it as a PyTorch checkpoint: {err}") from None
+    data = torch_load_weights(path, str(path))
     if not isinstance(data, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
     ):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anygen.checkpoints import check_state_dict
+from anygen.checkpoints import check_state_dict, torch_load_weights
 from anygen.errors import AnyGenError, MediaError, WeightsError
 
 MODALITIES = ("vision", "text", "audio")
@@ -526,7 +526,9 @@ def load_imagebind_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch_load_weights(path, f"ImageBind checkpoint {path}")
+    except WeightsError:
+        raise
     except Exception as exc:  # unreadable / not a checkpoint
         raise WeightsError(f"cannot read ImageBind checkpoint {path}: {exc}") from exc
     if isinstance(state, Mapping) and len(state) == 1:

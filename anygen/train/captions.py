@@ -121,10 +121,7 @@ class CaptionTargets:
             diffusers_logging.set_verbosity(level)
 
     def read_npy(self, target: Target, source: str) -> torch.Tensor:
-        try:
-            array = np.load(target.embedding, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise DataError(f"{source}: cannot read caption embedding {target.embedding}: {err}") from None
+        array = _load_npy(target.embedding, f"{source}: cannot read caption embedding {target.embedding}")
         tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
         if tensor.dim() == 1:  # AudioLDM's CLAP vector (512,)
             tensor = tensor[None]
@@ -165,7 +162,8 @@ class CaptionTargets:
                     raise DataError(
                         f"{source}: caption embedding cache {path} is missing (was prepare() run?)"
                     )
-                return torch.from_numpy(np.load(path)).float()
+                what = f"{source}: cannot read caption embedding cache {path} (delete it to recompute)"
+                return torch.from_numpy(_load_npy(path, what)).float()
 
         if key in self._memory:
             return self._memory[key]
@@ -173,3 +171,15 @@ class CaptionTargets:
         if len(self._memory) < _MEMORY_LIMIT:
             self._memory[key] = value
         return value
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    """A plain numeric ``.npy`` array; pickled objects are refused, never loaded (unpickling can run code)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise DataError(f"{what}: it holds pickled Python objects, which anygen never loads") from None
+        raise DataError(f"{what}: {err}") from None
+    except OSError as err:
+        raise DataError(f"{what}: {err}") from None

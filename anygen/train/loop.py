@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from anygen.train.config import ConfigError, TrainConfig
+from anygen.train.resume_state import load_rng, load_state, refuse_legacy, save_rng, save_state
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -124,6 +123,8 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         out = cfg.out_dir
         resume_from = find_checkpoint(cfg.resume) if cfg.resume else None
+        if resume_from is not None:
+            refuse_legacy(resume_from)  # before any work: an old, pickled checkpoint is refused at once
         if acc.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
 
@@ -293,8 +294,8 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             save_file(model.trainable_state_dict(), str(tmp / "trainable.safetensors"))
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            save_state(optimizer.state_dict(), tmp, "optimizer")
+            save_state(scheduler.state_dict(), tmp, "scheduler")
             state = {
                 "step": step,
                 "stage": self.config.stage,
@@ -305,13 +306,7 @@ class Trainer:
             shutil.rmtree(folder, ignore_errors=True)
             tmp.rename(folder)
         acc.wait_for_everyone()
-        rng = {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }
-        torch.save(rng, folder / f"rng-{acc.process_index}.pt")
+        save_rng(folder / f"rng-{acc.process_index}.json")
         acc.wait_for_everyone()
         if acc.is_main_process and self.config.keep_checkpoints:
             older = sorted((self.config.out_dir / CHECKPOINTS).glob("step-???????"))
@@ -322,23 +317,29 @@ class Trainer:
     def _load_checkpoint(self, folder: Path, model, optimizer, scheduler) -> int:
         from safetensors.torch import load_file
 
-        state = json.loads((folder / "state.json").read_text())
+        refuse_legacy(folder)  # never unpickles: the state is safetensors + JSON
+        try:
+            state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+            step = int(state["step"])
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
+            raise ConfigError(
+                f"resume: {folder / 'state.json'} is not a valid checkpoint state: {err}"
+            ) from None
         if state.get("stage") != self.config.stage:
             raise ConfigError(
                 f"resume: {folder} is a stage {state.get('stage')} checkpoint; this run is stage {self.config.stage}"
             )
-        model.load_trainable_state_dict(load_file(str(folder / "trainable.safetensors")))
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
-        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
-        rng_file = folder / f"rng-{self.accelerator.process_index}.pt"
+        try:
+            trainable = load_file(str(folder / "trainable.safetensors"))
+        except Exception as err:
+            raise ConfigError(f"resume: cannot read {folder / 'trainable.safetensors'}: {err}") from None
+        model.load_trainable_state_dict(trainable)
+        optimizer.load_state_dict(load_state(folder, "optimizer"))
+        scheduler.load_state_dict(load_state(folder, "scheduler"))
+        rng_file = folder / f"rng-{self.accelerator.process_index}.json"
         if rng_file.is_file():
-            rng = torch.load(rng_file, weights_only=False)
-            random.setstate(rng["python"])
-            np.random.set_state(rng["numpy"])
-            torch.set_rng_state(rng["torch"])
-            if rng.get("cuda") is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-        return int(state["step"])
+            load_rng(rng_file)
+        return step
 
 
 # -- metrics ---------------------------------------------------------------------------------------------------
