@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from anygen import widths
-from anygen.checkpoints import check_state_dict
+from anygen.checkpoints import check_state_dict, load_error_reason
 from anygen.errors import SpecError, WeightsError
 from anygen.llm import LanguageModel
 from anygen.projectors import InputProjector, OutputProjector
@@ -76,7 +77,12 @@ def build_llm(spec: PipelineSpec) -> LanguageModel:
 
 
 def _load_module_weights(module: torch.nn.Module, path: Path, node: str) -> None:
-    state = load_file(_require(path, node))
+    try:
+        state = load_file(_require(path, node))
+    except (OSError, SafetensorError) as err:
+        raise WeightsError(
+            f"{node}: {path} could not be read as safetensors: {load_error_reason(err)}"
+        ) from None
     check_state_dict(module.state_dict(), state, f"{node}: {path}")
     module.load_state_dict(state)
 

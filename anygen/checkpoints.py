@@ -49,17 +49,18 @@ def torch_load_weights(path: str | Path, what: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise WeightsError(
-            f"cannot read {what}: it is not a plain tensor checkpoint ({_torch_reason(err)}); anygen reads "
+            f"cannot read {what}: it is not a plain tensor checkpoint ({load_error_reason(err)}); anygen reads "
             "only tensors and never unpickles other objects, which could run code"
         ) from None
     except Exception as err:  # not a zip/pickle file, truncated, ...
         raise WeightsError(
-            f"cannot read {what} as a PyTorch checkpoint ({type(err).__name__}: {_torch_reason(err)})"
+            f"cannot read {what} as a PyTorch checkpoint ({type(err).__name__}: {load_error_reason(err)})"
         ) from None
 
 
-def _torch_reason(err: BaseException) -> str:
-    """The specific reason in a torch.load error, on one line, without torch's advice to turn weights_only off."""
+def load_error_reason(err: BaseException) -> str:
+    """The reason in a loading error (torch, transformers, diffusers, safetensors), on one line, without torch's
+    advice to retry with ``weights_only=False`` (never to be followed for a file from elsewhere)."""
     kept = []
     for line in str(err).splitlines():
         line = line.strip().removeprefix("WeightsUnpickler error:").strip()

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from anygen.checkpoints import load_error_reason
 from anygen.errors import WeightsError
 
 
@@ -83,10 +84,20 @@ class LanguageModel(nn.Module):
 
         if not (path / "config.json").is_file():
             raise WeightsError(f"llm: {path} holds no config.json (expected a Hugging Face model folder)")
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, dtype=torch_dtype, use_safetensors=True
-        )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise WeightsError(
+                f"llm: the tokenizer in {path} could not be loaded: {load_error_reason(err)}"
+            ) from None
+        try:  # safetensors only: a pytorch_model.bin (a pickle) is never read
+            model = AutoModelForCausalLM.from_pretrained(
+                path, local_files_only=True, dtype=torch_dtype, use_safetensors=True
+            )
+        except Exception as err:  # OSError (no safetensors), SafetensorError, ValueError, ...
+            raise WeightsError(
+                f"llm: {path} could not be loaded (model.safetensors expected): {load_error_reason(err)}"
+            ) from None
         return cls(model.eval(), tokenizer, signal_tokens, hidden_layer)
 
     def load_adapter(self, path: Path) -> None:
@@ -97,7 +108,12 @@ class LanguageModel(nn.Module):
             raise WeightsError(
                 f"llm.adapter: {path} holds no adapter_config.json (expected a peft adapter folder)"
             )
-        self.model = PeftModel.from_pretrained(self.model, path, is_trainable=False).eval()
+        if not (path / "adapter_model.safetensors").is_file():  # never peft's adapter_model.bin (a pickle)
+            raise WeightsError(f"llm.adapter: {path} holds no adapter_model.safetensors")
+        try:
+            self.model = PeftModel.from_pretrained(self.model, path, is_trainable=False).eval()
+        except Exception as err:  # a malformed config or weights file
+            raise WeightsError(f"llm.adapter: {path} could not be loaded: {load_error_reason(err)}") from None
 
     def save_pretrained(self, path: Path) -> None:
         self.model.save_pretrained(path, safe_serialization=True)

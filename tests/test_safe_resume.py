@@ -197,3 +197,78 @@ def test_caption_npy_files_are_read_without_pickle(tiny_pipe, tmp_path):
     with pytest.raises(DataError) as err:
         captions.get(Target(modality="image", caption="a cat"), "entry 0")
     assert cached.name in _refused(err, marker)
+
+
+# A saved tiny pipeline with one weights file swapped for the malicious pickle: under the .bin name the library
+# would fall back to, or under the safetensors name itself.
+_G = "outputs/image/generator"
+_COMPONENTS = {
+    "llm as pytorch_model.bin": ("llm/model.safetensors", "llm/pytorch_model.bin"),
+    "llm as model.safetensors": ("llm/model.safetensors", "llm/model.safetensors"),
+    "unet as .bin": (
+        f"{_G}/unet/diffusion_pytorch_model.safetensors",
+        f"{_G}/unet/diffusion_pytorch_model.bin",
+    ),
+    "text encoder as .bin": (f"{_G}/text_encoder/model.safetensors", f"{_G}/text_encoder/pytorch_model.bin"),
+    "vocoder as .bin": (
+        "outputs/audio/generator/vocoder/model.safetensors",
+        "outputs/audio/generator/vocoder/pytorch_model.bin",
+    ),
+    "tiny encoder": ("encoders/imagebind/model.safetensors", "encoders/imagebind/model.safetensors"),
+    "input projector": ("input_projectors/imagebind.safetensors", "input_projectors/imagebind.safetensors"),
+    "output projector": ("outputs/video/projector.safetensors", "outputs/video/projector.safetensors"),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tmp_path_factory) -> Path:
+    from anygen import AnyToAnyPipeline
+
+    pipe = AnyToAnyPipeline.from_pretrained("tiny")
+    pipe.load_all()
+    return pipe.save_pretrained(tmp_path_factory.mktemp("saved") / "pipe")
+
+
+def _load_all(folder: Path):
+    from anygen import AnyToAnyPipeline
+
+    AnyToAnyPipeline.from_pretrained(folder).load_all()
+
+
+@pytest.mark.parametrize("case", list(_COMPONENTS))
+def test_pipeline_weights_loaders_refuse_a_malicious_pickle(saved_pipeline, tmp_path, case):
+    removed, planted = _COMPONENTS[case]
+    folder = tmp_path / "pipe"
+    shutil.copytree(saved_pipeline, folder)
+    (folder / removed).unlink()
+    marker = tmp_path / "ran"
+    _plant(folder / planted, marker)
+    with pytest.raises(AnyGenError) as err:
+        _load_all(folder)
+    _refused(err, marker)
+
+
+def test_llm_adapter_loader_refuses_a_malicious_pickle(saved_pipeline, tmp_path):
+    folder = tmp_path / "pipe"
+    shutil.copytree(saved_pipeline, folder)
+    spec = folder / "pipeline.yaml"
+    spec.write_text(spec.read_text().replace("  adapter: null\n", "  adapter: llm-lora\n", 1))
+    (folder / "llm-lora").mkdir()
+    (folder / "llm-lora" / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
+    marker = tmp_path / "ran"
+    _plant(folder / "llm-lora" / "adapter_model.bin", marker)
+    with pytest.raises(AnyGenError) as err:
+        _load_all(folder)
+    assert "adapter_model.safetensors" in _refused(err, marker)
+
+
+def test_clip_encoder_loader_refuses_a_malicious_pickle(tmp_path):
+    from anygen.encoders.clip import ClipImageEncoder
+
+    root = ClipImageEncoder.from_config({"output_dim": 20}, seed=0).save_pretrained(tmp_path / "clip")
+    (root / "model.safetensors").unlink()
+    marker = tmp_path / "ran"
+    _plant(root / "pytorch_model.bin", marker)
+    with pytest.raises(AnyGenError) as err:
+        ClipImageEncoder.from_pretrained(root)
+    _refused(err, marker)

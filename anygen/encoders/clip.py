@@ -29,6 +29,7 @@ from PIL import Image
 from torch import nn
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from anygen.checkpoints import load_error_reason
 from anygen.errors import AnyGenError, MediaError, WeightsError
 from anygen.media import Video, load_image
 
@@ -336,7 +337,9 @@ def _load_hf_model(
         with _quiet_transformers(), torch.random.fork_rng(devices=[]):
             model, info = model_cls.from_pretrained(str(root), **kwargs)
     except Exception as exc:  # OSError, ValueError, safetensors' SafetensorError, ...
-        raise WeightsError(f"{kind} weights in {str(root)!r} could not be loaded: {exc}") from exc
+        raise WeightsError(
+            f"{kind} weights in {str(root)!r} could not be loaded: {load_error_reason(exc)}"
+        ) from exc
     missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith(_BENIGN_MISSING))
     unexpected = sorted(k for k in info.get("unexpected_keys", ()) if not allow_unexpected(k))
     problems = []

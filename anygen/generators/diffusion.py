@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from anygen.checkpoints import load_error_reason
 from anygen.errors import AnyGenError, SpecError, WeightsError
 from anygen.generators._pipelines import dtype_kwarg, pipeline_class, quiet_progress
 from anygen.generators.shapes import GENERATOR_MODALITIES, condition_width_of_unet, shape_from_text_encoder
@@ -204,7 +205,9 @@ class DiffusersGenerator:
             with quiet_progress():
                 pipeline = pipe_cls.from_pretrained(str(root), local_files_only=True, **kwargs)
         except Exception as err:  # OSError, ValueError, RuntimeError, SafetensorError... for bad files
-            raise WeightsError(f"cannot load {cls.type_name} weights from {root}: {err}") from err
+            raise WeightsError(
+                f"cannot load {cls.type_name} weights from {root}: {load_error_reason(err)}"
+            ) from err
         _own_memory(pipeline)
         merged = {**sidecar, **(defaults or {})}
         return cls(pipeline, defaults=merged)
