@@ -20,7 +20,7 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 setup: $(VENV)/.installed-$(EXTRAS)
 
 run: setup
-	$(VENV)/bin/anygen generate "a dog barking on a beach" --want image,video,audio --seed 0 --out out/
+	$(VENV)/bin/anygen generate "a dog barking on a beach" --want image,video,audio --seed 0 --out out/ --overwrite
 
 test: setup
 	$(PY) -m pytest -q

@@ -22,10 +22,14 @@ class Conversation:
         self.feature_cache: dict = {}
 
     def send(self, text: str, images=None, audios=None, videos=None, **options: Any) -> AnyToAnyOutput:
-        from anygen.pipeline import _load
+        from anygen.pipeline import _MEDIA_ARGS, _load, _per_prompt
 
-        inputs = {"image": images or [], "audio": audios or [], "video": videos or []}
-        loaded = {m: [_load(m, x, j) for j, x in enumerate(items)] for m, items in inputs.items()}
+        # One path, str, PIL image, array or Audio/Video counts as one item, as in ``pipe(...)`` and diffusers.
+        inputs = {"image": images, "audio": audios, "video": videos}
+        loaded = {
+            m: [_load(m, x, j) for j, x in enumerate(_per_prompt(items, 1, False, _MEDIA_ARGS[m])[0])]
+            for m, items in inputs.items()
+        }
         out = self.pipeline(
             text,
             images=loaded["image"],

@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from anygen.cli import positive_int as _positive_int
 from anygen.errors import AnyGenError
 
 
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device for the pipeline (default: cpu)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+        "--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     parser.add_argument(
         "--concurrency",
@@ -99,13 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return number
 
 
 def _positive_float(value: str) -> float:

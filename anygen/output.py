@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from anygen.media import Audio, Video
+
+# The names :meth:`AnyToAnyOutput.save` writes.
+OUTPUT_NAME = re.compile(r"response\.txt|image_\d+\.png|video_\d+\.mp4|audio_\d+\.wav")
+
+
+def saved_outputs(folder: str | Path) -> list[Path]:
+    """The files in ``folder`` named as :meth:`AnyToAnyOutput.save` names its files (an earlier answer)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and OUTPUT_NAME.fullmatch(p.name))
 
 
 @dataclass

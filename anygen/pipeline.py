@@ -98,11 +98,18 @@ class AnyToAnyPipeline:
         return folder
 
     def to(
-        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+        self, device: str | torch.device | torch.dtype | None = None, dtype: torch.dtype | None = None
     ) -> AnyToAnyPipeline:
-        """Move loaded components now, and components loaded later when they are built."""
+        """Move loaded components now, and components loaded later when they are built.
+
+        ``to("cuda")``, ``to(torch.float16)`` (diffusers style), ``to("cuda", torch.float16)`` or keywords; a
+        device this machine lacks, or a dtype that is not a float type, raises :class:`AnyGenError`.
+        """
+        from anygen.devices import split_to_args
+
+        device, dtype = split_to_args(device, dtype)
         if device is not None:
-            self._device = torch.device(device)
+            self._device = device
         if dtype is not None:
             self._dtype = dtype
         for component in self._components.values():

@@ -233,7 +233,7 @@ class TinyImageBindEncoder(nn.Module):
 
     def embed_audio_features(self, features: torch.Tensor) -> torch.Tensor:
         """Unnormalised audio embeddings ``[N, output_dim]`` from log-mel features."""
-        pooled = self.audio(input_values=features.to(self.device)).pooler_output
+        pooled = self.audio(input_values=features.to(device=self.device, dtype=self.audio.dtype)).pooler_output
         return self.audio_projection(pooled)
 
     @torch.no_grad()
