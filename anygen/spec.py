@@ -203,6 +203,7 @@ class PipelineSpec(_Node):
 
         # Widths read from configs (or declared); unreadable ones fail here, before any weights load.
         widths.llm_hidden_size(self)
+        self._check_llm_heads_and_layer(source)
         for proj in self.input_projectors.values():
             widths.encoder_output_dim(self, proj.encoder)
         for modality, out in self.outputs.items():
@@ -212,6 +213,12 @@ class PipelineSpec(_Node):
                 raise SpecError(
                     f"{source}: {node}.projector gives {out.projector.out_dim}-wide vectors but "
                     f"{node}.generator ({out.generator.type}) is conditioned on {width}-wide vectors"
+                )
+            if out.projector.type == "transformer" and out.projector.d_model % out.projector.nhead:
+                raise SpecError(
+                    f"{source}: {node}.projector.nhead={out.projector.nhead} does not divide "
+                    f"{node}.projector.d_model={out.projector.d_model}: each attention head gets d_model / nhead "
+                    "dimensions, so d_model must be a multiple of nhead"
                 )
             queries = out.projector.num_queries
             if out.projector.type != "transformer":
@@ -226,6 +233,29 @@ class PipelineSpec(_Node):
                     f"{source}: {node}.projector gives {queries} tokens but {node}.generator "
                     f"({out.generator.type}) is conditioned on {tokens} tokens"
                 )
+
+    def _check_llm_heads_and_layer(self, source: str) -> None:
+        """Attention heads that divide the LLM's width, and ``hidden_layer`` within its layers."""
+        from anygen import widths
+
+        where, size = widths.llm_shape(self)
+        hidden, heads, kv = size["hidden_size"], size["num_attention_heads"], size["num_key_value_heads"]
+        if hidden and heads and size["head_dim"] is None and hidden % heads:
+            raise SpecError(
+                f"{source}: {where}: num_attention_heads={heads} does not divide hidden_size={hidden} "
+                "(give a hidden_size that is a multiple of the head count, or head_dim)"
+            )
+        if heads and kv and heads % kv:
+            raise SpecError(
+                f"{source}: {where}: num_key_value_heads={kv} does not divide num_attention_heads={heads}"
+            )
+        layers = size["num_hidden_layers"]
+        if layers is not None and not -(layers + 1) <= self.llm.hidden_layer <= layers:
+            raise SpecError(
+                f"{source}: llm.hidden_layer={self.llm.hidden_layer} is out of range: the LLM has {layers} layers "
+                f"({where}: num_hidden_layers), so hidden_layer must be in {-(layers + 1)}..{layers} "
+                "(-1: the last layer's output, 0: the embeddings)"
+            )
 
 
 def format_validation_error(err: ValidationError) -> str:
@@ -264,7 +294,13 @@ def bundled_pipelines() -> dict[str, Path]:
 
 
 def load_spec(name_or_path: str | Path) -> PipelineSpec:
-    """A spec from a bundled name (``"tiny"``), a ``.yaml`` file, or a folder holding ``pipeline.yaml``."""
+    """A spec from a bundled name (``"tiny"``), a ``.yaml`` file, or a folder holding ``pipeline.yaml``.
+
+    A bundled name wins over a file or folder of the same name in the working directory; ``./tiny``, an
+    absolute path or a :class:`~pathlib.Path` object means the folder.
+    """
+    if not _path_like(name_or_path) and str(name_or_path) in bundled_pipelines():
+        return PipelineSpec.from_file(bundled_pipelines()[str(name_or_path)])
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / SPEC_FILENAME).is_file():
@@ -279,6 +315,14 @@ def load_spec(name_or_path: str | Path) -> PipelineSpec:
         f"unknown pipeline {str(name_or_path)!r}: not a bundled pipeline ({', '.join(sorted(bundled))}), "
         "a .yaml spec file, or a folder saved with save_pretrained"
     )
+
+
+def _path_like(name_or_path: str | Path) -> bool:
+    """A Path object, or a string that spells a path (``./tiny``, ``dir/x``, ``~/x``, ``/abs``, ``x.yaml``)."""
+    if isinstance(name_or_path, Path):
+        return True
+    text = str(name_or_path)
+    return "/" in text or "\\" in text or text.startswith((".", "~")) or text.endswith((".yaml", ".yml"))
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

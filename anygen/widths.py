@@ -38,6 +38,34 @@ def llm_hidden_size(spec: PipelineSpec) -> int:
     return int(_declared(spec.llm.config, "hidden_size", "llm"))
 
 
+# Names transformers configs use for the LLM's sizes (llama/mistral/qwen..., gpt2, opt/t5-style).
+_LLM_KEYS = {
+    "hidden_size": ("hidden_size", "n_embd", "d_model"),
+    "num_attention_heads": ("num_attention_heads", "n_head", "num_heads"),
+    "num_key_value_heads": ("num_key_value_heads",),
+    "head_dim": ("head_dim",),
+    "num_hidden_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+}
+
+
+def llm_shape(spec: PipelineSpec) -> tuple[str, dict[str, int | None]]:
+    """Where the LLM's sizes come from (``llm.config`` or its ``config.json``) and the sizes: hidden_size,
+    num_attention_heads, num_key_value_heads, head_dim, num_hidden_layers (None where the config leaves one
+    out and it cannot be told without transformers)."""
+    folder = _existing(spec, spec.llm.path)
+    if folder is not None:
+        from anygen.spec import read_json
+
+        where, config = str(folder / "config.json"), read_json(folder / "config.json", "llm")
+    else:
+        where, config = "llm.config", dict(spec.llm.config or {})
+    sizes: dict[str, int | None] = {}
+    for name, keys in _LLM_KEYS.items():
+        value = next((config[k] for k in keys if config.get(k) is not None), None)
+        sizes[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
+    return where, sizes
+
+
 def encoder_output_dim(spec: PipelineSpec, name: str) -> int:
     node = spec.encoders[name]
     folder = _existing(spec, node.path)

@@ -96,3 +96,67 @@ def test_spec_yaml_round_trip(tmp_path):
     (tmp_path / "pipeline.yaml").write_text(spec.to_yaml())
     again = load_spec(tmp_path)
     assert again.model_dump(exclude={"root"}) == spec.model_dump(exclude={"root"})
+
+
+# -- issue 11: head counts, hidden_layer, bundled names ---------------------------------------------------------
+def test_projector_heads_must_divide_d_model(tiny_dict):
+    tiny_dict["outputs"]["image"]["projector"]["nhead"] = 3  # d_model 32
+    with pytest.raises(SpecError, match=r"outputs\.image\.projector\.nhead=3 does not divide .*d_model=32"):
+        PipelineSpec.from_dict(tiny_dict)
+
+
+@pytest.mark.parametrize(
+    "config, fragment",
+    [
+        ({"num_attention_heads": 5}, r"llm\.config: num_attention_heads=5 does not divide hidden_size=64"),
+        (
+            {"num_key_value_heads": 3},
+            r"llm\.config: num_key_value_heads=3 does not divide num_attention_heads=4",
+        ),
+    ],
+)
+def test_llm_heads_must_divide_the_width(tiny_dict, config, fragment):
+    tiny_dict["llm"]["config"].update(config)
+    with pytest.raises(SpecError, match=fragment):
+        PipelineSpec.from_dict(tiny_dict)
+
+
+def test_llm_head_dim_given_explicitly_is_accepted(tiny_dict):
+    tiny_dict["llm"]["config"].update(num_attention_heads=3, num_key_value_heads=3, head_dim=16)
+    PipelineSpec.from_dict(tiny_dict)
+
+
+@pytest.mark.parametrize("layer, ok", [(-3, True), (0, True), (2, True), (3, False), (-4, False)])
+def test_hidden_layer_must_be_within_the_llms_layers(tiny_dict, layer, ok):
+    tiny_dict["llm"]["hidden_layer"] = layer  # 2 layers: hidden states -3..2
+    if ok:
+        assert PipelineSpec.from_dict(tiny_dict).llm.hidden_layer == layer
+    else:
+        with pytest.raises(
+            SpecError, match=rf"llm\.hidden_layer={layer} is out of range.*must be in -3\.\.2"
+        ):
+            PipelineSpec.from_dict(tiny_dict)
+
+
+def test_llm_sizes_are_read_from_a_folders_config_json(tiny_dict, tmp_path):
+    import json
+
+    (tmp_path / "llm").mkdir()
+    config = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 32}
+    (tmp_path / "llm" / "config.json").write_text(json.dumps(config))
+    tiny_dict["llm"].update(path=str(tmp_path / "llm"), config=None, tokenizer={"type": "pretrained"})
+    tiny_dict["llm"]["hidden_layer"] = -33
+    assert PipelineSpec.from_dict(tiny_dict).llm.hidden_layer == -33
+    tiny_dict["llm"]["hidden_layer"] = 40
+    with pytest.raises(SpecError, match=r"llm\.hidden_layer=40 is out of range.*config\.json.*-33\.\.32"):
+        PipelineSpec.from_dict(tiny_dict)
+
+
+def test_bundled_name_wins_over_a_folder_of_that_name(tiny_dict, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()  # not a pipeline at all: once shadowed the bundled default
+    assert load_spec("tiny").name == "tiny"
+    (tmp_path / "tiny" / "pipeline.yaml").write_text(yaml.safe_dump({**tiny_dict, "name": "mine"}))
+    assert load_spec("tiny").name == "tiny"
+    for path_like in ("./tiny", str(tmp_path / "tiny"), tmp_path / "tiny"):
+        assert load_spec(path_like).name == "mine", path_like
