@@ -23,6 +23,8 @@ _COMMAND_MODULES = (
     "anygen.train.cli",
     "anygen.demo_cli",
     "anygen.serve.cli",
+    "anygen.eval.cli",
+    "anygen.world.cli",
 )
 
 
