@@ -244,6 +244,14 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def one_line(err: BaseException) -> str:
+    """An error's message on one line: a message listing several problems (one per line) joined with "; "."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return " ".join([lines[0], "; ".join(lines[1:])]) if len(lines) > 1 else lines[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for stream in (sys.stdout, sys.stderr):  # a path or text that is not UTF-8 prints escaped, never crashes
@@ -255,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = getattr(args, "handler", None) or _COMMANDS[args.command]
         return handler(args)
     except AnyGenError as err:
-        print(f"anygen: error: {err}", file=sys.stderr)
+        print(f"anygen: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

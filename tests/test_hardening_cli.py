@@ -164,3 +164,25 @@ def test_chat_takes_a_single_path_as_one_image(tiny_pipe, tmp_path):
     assert one.text == listed.text and one.token_ids == listed.token_ids
     with pytest.raises(MediaError, match=r"missing\.png.*not found"):
         tiny_pipe.chat().send("what is this?", images=str(tmp_path / "missing.png"))
+
+
+def test_anygen_info_catches_what_generation_crashed_on(tmp_path):
+    import yaml
+
+    from anygen.spec import bundled_pipelines
+
+    spec = yaml.safe_load(bundled_pipelines()["tiny"].read_text())
+    spec["llm"]["hidden_layer"] = 7
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(spec))
+    _one_line_error(anygen("info", str(bad), "--no-params"), "llm.hidden_layer=7", "-3..2")
+    # Several problems at once (pydantic lists one per line): still one line, naming each field.
+    spec["llm"]["hidden_layer"] = -1
+    spec["llm"]["temprature"] = 0.3
+    spec["outputs"]["image"]["projector"]["nheads"] = 3
+    bad.write_text(yaml.safe_dump(spec))
+    _one_line_error(
+        anygen("info", str(bad), "--no-params"),
+        "llm.temprature: unknown field",
+        "outputs.image.projector.nheads",
+    )
