@@ -186,3 +186,12 @@ def test_anygen_info_catches_what_generation_crashed_on(tmp_path):
         "llm.temprature: unknown field",
         "outputs.image.projector.nheads",
     )
+
+
+def test_a_lone_surrogate_in_the_prompt_is_one_line(tmp_path, capsys):
+    from anygen.cli import main
+
+    assert main(["generate", "a \ud800 dog", "--out", str(tmp_path / "o")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "prompt" in err[0] and "U+D800" in err[0], err
+    assert not (tmp_path / "o").exists()
