@@ -1,7 +1,9 @@
 """A tiny ImageBind-shaped encoder built from real transformers classes, for tests and CPU smoke runs.
 
 Images and video go through a small ``CLIPVisionModelWithProjection`` (video: ``num_video_frames`` evenly
-spaced frames, embeddings averaged like ImageBind's clip averaging); audio is resampled to 16 kHz, cut into
+spaced clips, embeddings averaged like ImageBind's clip averaging). With ``temporal_frames: 2`` the vision tower
+sees two frames at once, stacked as channels, as ImageBind's video stem does (an image is its own second frame),
+so a clip's embedding can tell which way things move; audio is resampled to 16 kHz, cut into
 ``audio_clips`` evenly spaced clips, turned into Kaldi-style log-mel features by ``ASTFeatureExtractor`` and
 fed to a small ``ASTModel`` plus a linear head. Every vector is L2-normalised into one shared space.
 """
@@ -57,6 +59,7 @@ class TinyImageBindConfig:
     audio_stride: int = 10
     audio_clips: int = 3
     num_video_frames: int = 4
+    temporal_frames: int = 1  # frames per clip seen at once by the vision tower (ImageBind: 2)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -124,6 +127,7 @@ class TinyImageBindEncoder(nn.Module):
                 **tower,
                 image_size=config.image_size,
                 patch_size=config.patch_size,
+                num_channels=3 * config.temporal_frames,
                 projection_dim=config.output_dim,
                 attention_dropout=0.0,
             )
@@ -228,8 +232,20 @@ class TinyImageBindEncoder(nn.Module):
     # ------------------------------------------------------------------ forward passes
 
     def embed_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Unnormalised image embeddings ``[N, output_dim]`` from CLIP-normalised pixels."""
+        """Unnormalised embeddings ``[N, output_dim]`` of CLIP-normalised pixels: ``[N, 3, S, S]`` images (repeated
+        over the ``temporal_frames``) or ``[N, 3 * temporal_frames, S, S]`` clips."""
+        t = self.config.temporal_frames
+        if pixel_values.shape[1] == 3 and t > 1:
+            pixel_values = pixel_values.repeat(1, t, 1, 1)
         return self.vision(pixel_values=pixel_values.to(self.device)).image_embeds
+
+    def video_clips(self, videos: Sequence[Video]) -> torch.Tensor:
+        """``num_video_frames`` evenly spaced clips of ``temporal_frames`` frames per video, frames stacked as
+        channels: ``[len(videos) * num_video_frames, 3 * temporal_frames, S, S]``."""
+        n, t = self.config.num_video_frames, self.config.temporal_frames
+        frames = [Image.fromarray(f) for v in videos for f in v.sample_frames(n * t)]
+        pixels = self.preprocess_images(frames)
+        return pixels.reshape(len(videos) * n, t * 3, *pixels.shape[2:])
 
     def embed_audio_features(self, features: torch.Tensor) -> torch.Tensor:
         """Unnormalised audio embeddings ``[N, output_dim]`` from log-mel features."""
@@ -254,9 +270,7 @@ class TinyImageBindEncoder(nn.Module):
             vectors = F.normalize(self.embed_pixels(self.preprocess_images(images)), dim=-1)
         elif modality == "video":
             videos = _require(items, Video, modality)
-            n = self.config.num_video_frames
-            frames = [Image.fromarray(f) for v in videos for f in v.sample_frames(n)]
-            vectors = _average_groups(self.embed_pixels(self.preprocess_images(frames)), len(videos))
+            vectors = _average_groups(self.embed_pixels(self.video_clips(videos)), len(videos))
         else:
             audios = _require(items, Audio, modality)
             clips = [clip for a in audios for clip in self.audio_clips(a)]

@@ -11,13 +11,21 @@ from anygen.errors import AnyGenError
 
 DESCRIPTION = """\
 Train one of NExT-GPT's three stages on an anygen pipeline, reading NExT-GPT's data as it ships:
+  lm language pre-training: the whole LLM (+ input projectors), for an LLM that starts from random weights
   1  encoding-side alignment: input projectors on media -> caption (LLM and encoders frozen)
   2  decoding-side alignment: output projectors on text -> media (LM + alignment [+ diffusion] loss)
   3  instruction tuning: LoRA on the LLM + both projectors, on multi-turn conversations
 The trained pipeline is written to --out (AnyToAnyPipeline.from_pretrained(OUT) loads it), with
 OUT/metrics.jsonl and OUT/checkpoints/. Several processes/GPUs/nodes: accelerate launch [--config_file
 ds_or_fsdp.yaml] -m anygen.train <these options>.
+
+Components (one process), with --data a JSON list of {"media": path, "caption": str}:
+  generator  one diffusion generator (--modality image|video|audio): its VAE (--vae-steps), vocoder
+             (--vocoder-steps), then denoiser + text encoder (--max-steps) on the noise-prediction objective
+  encoder    ImageBind-style contrastive binding of the encoder's towers to text (--data a,b,c: several lists)
 """
+
+COMPONENT_STAGES = ("generator", "encoder")
 
 
 def _pair(value: str) -> tuple[float, float]:
@@ -34,7 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--config", default=None, help="a YAML file of settings (TrainConfig fields); options below win"
     )
     g = p.add_argument_group("what to train")
-    g.add_argument("--stage", type=int, choices=(1, 2, 3), default=S)
+    g.add_argument("--stage", choices=("lm", "1", "2", "3", *COMPONENT_STAGES), default=S)
+    g.add_argument(
+        "--modality", choices=("image", "video", "audio"), default=S, help="the generator to train (--stage generator)"
+    )
     g.add_argument("--pipeline", default=S, help="bundled name, spec .yaml or saved folder (default: tiny)")
     g.add_argument("--data", default=S, help="DATA.yaml, or one NExT-GPT JSON file")
     g.add_argument(
@@ -116,6 +127,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=S,
         help="encode the target captions at every step instead of once (slower; for comparison)",
     )
+    c = p.add_argument_group("components (--stage generator / encoder)")
+    c.add_argument("--vae-steps", dest="vae_steps", type=int, default=S, help="autoencoder steps first (0: keep it)")
+    c.add_argument("--vocoder-steps", dest="vocoder_steps", type=int, default=S, help="vocoder steps (audio)")
+    c.add_argument("--caption-dropout", dest="caption_dropout", type=float, default=S)
+    c.add_argument(
+        "--freeze-text-encoder", dest="train_text_encoder", action="store_false", default=S,
+        help="train the denoiser only",
+    )
     lr = p.add_argument_group("LoRA (stage 3)")
     lr.add_argument("--lora-r", dest="lora_r", type=int, default=S)
     lr.add_argument("--lora-alpha", dest="lora_alpha", type=float, default=S)
@@ -162,7 +181,35 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig.build(base, **values)
 
 
+def component_config_from_args(args: argparse.Namespace):
+    """The config of ``--stage generator`` / ``encoder``; options that stage does not take are an error."""
+    from anygen.train.config import ConfigError, TrainConfig
+
+    if args.stage == "generator":
+        from anygen.train.generator import GeneratorTrainConfig as Config
+    else:
+        from anygen.train.encoder import EncoderTrainConfig as Config
+    values = {k: v for k, v in vars(args).items() if k not in ("config", "handler", "command", "stage")}
+    base = TrainConfig.read_yaml(args.config) if args.config else {}
+    foreign = sorted(set(values) - set(Config.model_fields))
+    if foreign:
+        names = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        raise ConfigError(f"train: {names} not taken by --stage {args.stage}")
+    return Config.build(base, **values)
+
+
 def run(args: argparse.Namespace) -> int:
+    stage = getattr(args, "stage", None)
+    if stage == "generator":
+        from anygen.train.generator import train_generator
+
+        train_generator(component_config_from_args(args))
+        return 0
+    if stage == "encoder":
+        from anygen.train.encoder import train_encoder
+
+        train_encoder(component_config_from_args(args))
+        return 0
     from anygen.train.loop import train
 
     result = train(config_from_args(args))
@@ -173,7 +220,7 @@ def register(subparsers) -> None:
     """Add ``anygen train`` to the main command line."""
     p = subparsers.add_parser(
         "train",
-        help="train NExT-GPT's stage 1, 2 or 3 on NExT-GPT-format data",
+        help="train NExT-GPT's stage 1, 2 or 3 (or lm, a generator, the encoder)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

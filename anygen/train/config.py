@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from anygen.errors import AnyGenError
 
-STAGE_NAMES = {
+STAGE_NAMES: dict[int | str, str] = {
+    "lm": "language pre-training: the whole LLM (+ input projectors where media come in), LM loss",
     1: "encoding-side alignment (X -> caption): input projectors",
     2: "decoding-side alignment (text -> X): output projectors",
     3: "instruction tuning: LoRA on the LLM + input and output projectors",
@@ -49,7 +50,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    stage: Literal[1, 2, 3]
+    stage: Literal["lm", 1, 2, 3]
     pipeline: str = Field(
         "tiny", description="bundled name, spec .yaml, or folder saved with save_pretrained"
     )

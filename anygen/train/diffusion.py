@@ -151,7 +151,13 @@ class DiffusionLoss:
 
     def __call__(self, conditioning: torch.Tensor, items: Sequence, seeds: Sequence[int]) -> torch.Tensor:
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        latents = self.latents(items, generators)
+        return self.loss_on_latents(self.latents(items, generators), conditioning, generators)
+
+    def loss_on_latents(
+        self, latents: torch.Tensor, conditioning: torch.Tensor, generators: Sequence[torch.Generator]
+    ) -> torch.Tensor:
+        """Per-item denoising loss ``[n]`` of clean (scaled) ``latents``, one generator per item for its timestep
+        and noise. ``conditioning``: ``[n, tokens, width]`` (AudioLDM: ``[n, 1, width]``)."""
         n = latents.shape[0]
         steps = self.scheduler.config.num_train_timesteps
         timesteps = torch.cat([torch.randint(0, steps, (1,), generator=g) for g in generators]).to(

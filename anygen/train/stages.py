@@ -1,5 +1,7 @@
 """What each stage trains, and the module whose forward computes its losses.
 
+* Stage ``lm`` (language pre-training, before the three stages when the LLM starts from random weights): the whole
+  LLM, and the input projectors of media inputs the data has; LM loss on the assistant turns.
 * Stage 1 (encoding-side alignment): the input projectors of the data's input modalities. LLM and encoders frozen;
   LM loss on the caption tokens only.
 * Stage 2 (decoding-side alignment): the output projectors of the data's output modalities, plus (as NExT-GPT)
@@ -97,7 +99,8 @@ class StageModel(nn.Module):
         self.output_modalities = list(output_modalities)
         self._pipe = [pipe]  # a list: not a submodule
         self.llm = pipe.llm
-        self.llm.requires_grad_(False)
+        self.llm.requires_grad_(self.stage == "lm")
+        self.llm.model.train(self.stage == "lm")
         self.input_projectors = nn.ModuleDict()
         self._projector_of: dict[str, str] = {}
         for m in self.input_modalities:
@@ -112,7 +115,7 @@ class StageModel(nn.Module):
             for module in gen.pipeline.components.values():
                 if isinstance(module, nn.Module):
                     module.requires_grad_(False).eval()
-        self.input_projectors.requires_grad_(self.stage in (1, 3)).train(self.stage in (1, 3))
+        self.input_projectors.requires_grad_(self.stage in (1, 3, "lm")).train(self.stage in (1, 3, "lm"))
         self.output_projectors.requires_grad_(self.stage in (2, 3)).train(self.stage in (2, 3))
         self.feature_cache = FeatureCache(config.feature_cache)
         self.latent_cache = FeatureCache(config.latent_cache)
