@@ -17,3 +17,36 @@ class SpecError(AnyGenError):
 
 class WeightsError(AnyGenError):
     """Checkpoint files are missing, incomplete or do not match what the spec expects."""
+
+
+class OptionError(AnyGenError):
+    """One or more call options are invalid. ``problems`` holds ``(option, message)`` pairs; ``fields`` the
+    option names (dotted for per-modality values, e.g. ``guidance_scale.image``)."""
+
+    def __init__(self, problems: list[tuple[str, str]] | tuple[str, str]):
+        if isinstance(problems, tuple):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{name}: {message}" for name, message in self.problems))
+
+    @property
+    def fields(self) -> list[str]:
+        return [name for name, _ in self.problems]
+
+
+class LimitError(OptionError):
+    """A call asks for more work than the front end's :class:`~anygen.options.Limits` allow."""
+
+
+class ContextLengthError(AnyGenError):
+    """The prompt (with the chat history) and ``max_new_tokens`` do not fit in the LLM's context window."""
+
+    def __init__(self, message: str, *, needed: int, window: int, field: str = "prompt"):
+        super().__init__(message)
+        self.needed = needed
+        self.window = window
+        self.fields = [field]
+
+
+class Interrupted(AnyGenError):
+    """A call stopped before it finished: its time limit passed, or its caller went away."""

@@ -74,10 +74,19 @@ def sample_next(logits: torch.Tensor, options: SamplingOptions, generator: torch
     """One token from a ``[vocab]`` logits row: greedy at temperature 0, else nucleus sampling."""
     if not options.do_sample or options.temperature == 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / options.temperature, dim=-1)
+    logits = logits.float()
+    scaled = logits / options.temperature
+    if torch.isnan(scaled).any() or not torch.isfinite(scaled[torch.isfinite(logits)]).all():
+        # An extreme temperature (tiny or huge) overflows float32: float64, shifted by the largest logit.
+        wide = logits.double()
+        scaled = (wide - wide.max()) / options.temperature
+        if torch.isnan(scaled).any():
+            return int(logits.argmax())
+    probs = torch.softmax(scaled, dim=-1)
     if options.top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
         keep = sorted_probs.cumsum(-1) - sorted_probs < options.top_p
+        keep[0] = True  # the likeliest token, even when top_p is below the dtype's smallest number
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +29,13 @@ _SOUNDFILE_SUFFIXES = {".wav": "WAV", ".flac": "FLAC"}
 _SUBTYPES = ("PCM_16", "FLOAT")
 _TEXT_DEMUXERS = {"tty"}
 
+#: Largest image (or video frame) decoded by default, in pixels: checked from the file's header, before the
+#: pixels are decoded (a small PNG can declare 14000x14000). ``max_pixels=None`` leaves only PIL's own check.
+MAX_PIXELS = 50_000_000
+#: Largest video decoded by default: all its frames' pixels together (1e9 pixels hold 3 GB of RGB).
+MAX_VIDEO_PIXELS = 1_000_000_000
+_OBJECT_REPR = re.compile(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -42,6 +51,20 @@ def describe_source(source: Any, name: str | None = None) -> str:
     else:
         label = f"<{type(source).__name__}>"
     return f"{label} ({name})" if name else label
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's message without object reprs such as ``<_io.BytesIO object at 0x7f...>``."""
+    text = _OBJECT_REPR.sub("", str(exc)).strip()
+    return text or type(exc).__name__
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None, desc: str, kind: str) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise MediaError(
+            f"{kind} {desc} is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels} "
+            "pixels (max_input_pixels); expected a smaller file"
+        )
 
 
 def _existing_file(source: PathLike, kind: str) -> Path:
@@ -105,8 +128,12 @@ def _image_from_array(array: np.ndarray, desc: str) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: Any, *, name: str | None = None) -> Image.Image:
-    """An RGB ``PIL.Image.Image`` from a path, bytes, a numpy array (uint8, or float in [0, 1]) or a PIL image."""
+def load_image(source: Any, *, name: str | None = None, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+    """An RGB ``PIL.Image.Image`` from a path, bytes, a numpy array (uint8, or float in [0, 1]) or a PIL image.
+
+    A file whose header declares more than ``max_pixels`` pixels is refused before its pixels are decoded
+    (as are PIL's own decompression bombs): :class:`MediaError`.
+    """
     desc = describe_source(source, name)
     if isinstance(source, Image.Image):
         return source if source.mode == "RGB" else source.convert("RGB")
@@ -124,12 +151,23 @@ def load_image(source: Any, *, name: str | None = None) -> Image.Image:
             "or a PIL image"
         )
     try:
-        with Image.open(stream) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise MediaError(f"image {desc} could not be decoded ({exc}); expected a valid image file") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as image:
+                _check_pixels(*image.size, max_pixels, desc, "image")
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return image.convert("RGB")
+    except MediaError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaError(
+            f"image {desc} is too large to decode ({_reason(exc)}); expected a smaller image"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise MediaError(
+            f"image {desc} could not be decoded ({_reason(exc)}); expected a valid image file"
+        ) from None
 
 
 def save_image(image: Image.Image | np.ndarray, path: PathLike) -> Path:
@@ -231,7 +269,7 @@ def _decode_audio(source: PathLike | bytes, desc: str) -> tuple[np.ndarray, int]
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise MediaError(
-            f"audio {desc} could not be decoded ({exc}); expected an audio file (WAV, FLAC, OGG, MP3, M4A, ...)"
+            f"audio {desc} could not be decoded ({_reason(exc)}); expected an audio file (WAV, FLAC, OGG, MP3, M4A, ...)"
         ) from exc
 
 
@@ -343,7 +381,12 @@ def _as_frames(data: Any, desc: str) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def _decode_video(source: PathLike | bytes, desc: str) -> tuple[np.ndarray, float]:
+def _decode_video(
+    source: PathLike | bytes,
+    desc: str,
+    max_pixels: int | None = MAX_PIXELS,
+    max_video_pixels: int | None = MAX_VIDEO_PIXELS,
+) -> tuple[np.ndarray, float]:
     import av
 
     stream_in = str(source) if isinstance(source, (str, Path)) else io.BytesIO(bytes(source))
@@ -354,6 +397,9 @@ def _decode_video(source: PathLike | bytes, desc: str) -> tuple[np.ndarray, floa
                     f"video {desc} has no video stream; expected a video file (MP4, WebM, GIF, ...)"
                 )
             stream = container.streams.video[0]
+            context = stream.codec_context
+            if context.width and context.height:  # the header's frame size, before any frame is decoded
+                _check_pixels(context.width, context.height, max_pixels, desc, "video")
             if container.format.name in _TEXT_DEMUXERS:
                 # FFmpeg renders plain text files as "video" (tty/ANSI demuxer); that is never what is meant.
                 raise MediaError(
@@ -361,9 +407,18 @@ def _decode_video(source: PathLike | bytes, desc: str) -> tuple[np.ndarray, floa
                 )
             frames: list[np.ndarray] = []
             size: dict[str, int] = {}
+            total = 0
             for frame in container.decode(stream):
+                _check_pixels(frame.width, frame.height, max_pixels, desc, "video")
                 if not size:
                     size = {"width": frame.width, "height": frame.height}
+                total += size["width"] * size["height"]
+                if max_video_pixels is not None and total > max_video_pixels:
+                    raise MediaError(
+                        f"video {desc} holds more than {max_video_pixels} pixels in all its frames (after "
+                        f"{len(frames) + 1} frames of {size['width']}x{size['height']}; max_input_video_pixels); "
+                        "expected a shorter or smaller video"
+                    )
                 frames.append(frame.to_ndarray(format="rgb24", **size))
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             duration = container.duration / 1e6 if container.duration else None
@@ -371,7 +426,7 @@ def _decode_video(source: PathLike | bytes, desc: str) -> tuple[np.ndarray, floa
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise MediaError(
-            f"video {desc} could not be decoded ({exc}); expected a video file (MP4, WebM, GIF, ...)"
+            f"video {desc} could not be decoded ({_reason(exc)}); expected a video file (MP4, WebM, GIF, ...)"
         ) from exc
     if not frames:
         raise MediaError(f"video {desc} decoded to zero frames; expected at least one frame")
@@ -424,10 +479,14 @@ class Video:
         num_frames: int | None = None,
         fps: float | None = None,
         name: str | None = None,
+        max_pixels: int | None = MAX_PIXELS,
+        max_video_pixels: int | None = MAX_VIDEO_PIXELS,
     ) -> Video:
         """A video from a path or bytes (decoded with PyAV), a ``Video``, or an array ``[T, H, W, 3]`` (needs ``fps``).
 
         With ``num_frames``, that many evenly spaced frames are kept and ``fps`` is scaled so the duration holds.
+        A file is refused (:class:`MediaError`) when a frame has more than ``max_pixels`` pixels (checked from
+        the header first) or all its frames more than ``max_video_pixels``.
         """
         desc = describe_source(source, name)
         if num_frames is not None:
@@ -444,7 +503,7 @@ class Video:
                 _existing_file(source, "video")
             elif len(source) == 0:
                 raise MediaError(f"video {desc} is empty; expected the bytes of a video file")
-            video = cls(*_decode_video(source, desc))
+            video = cls(*_decode_video(source, desc, max_pixels, max_video_pixels))
         else:
             raise MediaError(
                 f"video {desc}: unsupported type {type(source).__name__}; expected a path, bytes or a numpy array"
@@ -483,8 +542,10 @@ class Video:
             )
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
+            stream.codec_context.thread_count = 1  # threaded encoding gives different bytes run to run
             for array in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+                frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv420p", threads=1)
+                container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
 
 
@@ -494,11 +555,15 @@ class Video:
 def load_media(modality: str, source: Any, **kwargs: Any) -> Image.Image | Audio | Video:
     """Load ``source`` as ``"image"`` (PIL), ``"audio"`` (:class:`Audio`) or ``"video"`` (:class:`Video`).
 
-    ``kwargs`` go to the loader (``name``; ``sample_rate`` for audio arrays; ``fps``/``num_frames`` for video).
+    ``kwargs`` go to the loader (``name``; ``sample_rate`` for audio arrays; ``fps``/``num_frames`` for video;
+    ``max_pixels`` for images and video, ``max_video_pixels`` for video: audio ignores those two).
     """
     if modality == "image":
+        kwargs.pop("max_video_pixels", None)
         return load_image(source, **kwargs)
     if modality == "audio":
+        kwargs.pop("max_pixels", None)
+        kwargs.pop("max_video_pixels", None)
         return Audio.load(source, **kwargs)
     if modality == "video":
         return Video.load(source, **kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,20 +18,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from anygen import builders, media
-from anygen.errors import AnyGenError
+from anygen import builders, media, widths
+from anygen.errors import AnyGenError, ContextLengthError, Interrupted, OptionError
 from anygen.generation import SamplingOptions, SignalOutput, generate, strip_stop
 from anygen.llm import LanguageModel
+from anygen.options import ALL_GENERATOR_OPTIONS, CallOptions, Limits, check_call, check_spec_defaults
 from anygen.output import AnyToAnyOutput
 from anygen.prompt import MediaSlot, Turn, conversation_segments
 from anygen.spec import MODALITIES, SPEC_FILENAME, PipelineSpec, load_spec
 
-# Call options of each generator kind (others are ignored for that modality).
-_GENERATOR_OPTIONS = {
-    "image": ("num_inference_steps", "guidance_scale", "height", "width"),
-    "video": ("num_inference_steps", "guidance_scale", "height", "width", "num_frames"),
-    "audio": ("num_inference_steps", "guidance_scale", "audio_length_in_s"),
-}
 _MEDIA_ARGS = {"image": "images", "audio": "audios", "video": "videos"}
 
 FeatureCache = dict[tuple[str, str], torch.Tensor]
@@ -57,12 +53,17 @@ class Conditioned:
 class AnyToAnyPipeline:
     """A NExT-GPT-style any-to-any pipeline described by a :class:`~anygen.spec.PipelineSpec`."""
 
-    def __init__(self, spec: PipelineSpec) -> None:
+    def __init__(self, spec: PipelineSpec, limits: Limits | None = None) -> None:
         self.spec = spec
+        #: What one call may ask for (:class:`~anygen.options.Limits`); a front end sets its own.
+        self.limits = limits if limits is not None else Limits()
         self._device = torch.device("cpu")
         self._dtype: torch.dtype | None = None
         self._components: dict[str, Any] = {}
         self._progress: dict[str, Any] = {}
+        self._geometry = {m: widths.generator_geometry(spec, m) for m in spec.outputs}
+        check_spec_defaults(spec, self._geometry)
+        self._gen_defaults = {m: widths.generator_defaults(spec, m) for m in spec.outputs}
 
     # -- construction, saving -------------------------------------------------------------------------
     @classmethod
@@ -213,7 +214,7 @@ class AnyToAnyPipeline:
         output_modalities: Sequence[str] = (),
         only_requested: bool = False,
         seed: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
@@ -223,9 +224,12 @@ class AnyToAnyPipeline:
         width: int | None = None,
         num_frames: int | None = None,
         audio_length_in_s: float | None = None,
+        options: CallOptions | None = None,
+        limits: Limits | None = None,
         history: Sequence[Turn] | None = None,
         feature_cache: FeatureCache | None = None,
         on_text: Callable[[str], None] | None = None,
+        interrupt: Callable[[], bool] | None = None,
     ) -> AnyToAnyOutput | list[AnyToAnyOutput]:
         """Answer ``prompt`` (a string, or a list for a batch) given optional media inputs.
 
@@ -236,14 +240,18 @@ class AnyToAnyPipeline:
         reproducible, and a prompt gives the same result in a batch as alone. ``on_text(partial_text)`` is
         called with the first prompt's answer so far after each token (for streaming).
 
+        The options may also come as one :class:`~anygen.options.CallOptions` (``options=``; keywords given
+        beside it override its values). Every option is checked before any model runs (the rules are in
+        :mod:`anygen.options`): a bad one raises :class:`~anygen.errors.OptionError` naming it, one past
+        ``limits`` (default: ``pipe.limits``) :class:`~anygen.errors.LimitError`, and a prompt that does not
+        fit in the LLM's context :class:`~anygen.errors.ContextLengthError`. ``interrupt()`` is polled at
+        every token and denoising step; when it returns True (or ``limits.max_seconds`` pass) the call raises
+        :class:`~anygen.errors.Interrupted`.
+
         The call is :meth:`condition` (encoders, LLM, output projectors) then :meth:`generate_media` for each
         kind the answer asks for; a caller may run the two halves in different places.
         """
-        answer, bar = self._condition(
-            prompt,
-            images,
-            audios,
-            videos,
+        opts = (options or CallOptions()).merged(
             output_modalities=output_modalities,
             only_requested=only_requested,
             seed=seed,
@@ -251,27 +259,55 @@ class AnyToAnyPipeline:
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            audio_length_in_s=audio_length_in_s,
+        )
+        limits = limits if limits is not None else self.limits
+        stop = _Stopper(interrupt, limits.max_seconds)
+        answer, bar = self._condition(
+            prompt,
+            images,
+            audios,
+            videos,
+            opts,
+            limits=limits,
             history=history,
             feature_cache=feature_cache,
             on_text=on_text,
+            stop=stop,
         )
         try:
             # 3. Generators, one batched call per modality.
-            options = dict(
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                height=height,
-                width=width,
-                num_frames=num_frames,
-                audio_length_in_s=audio_length_in_s,
-            )
             for modality, request in answer.media.items():
-                made = self._generate_media(modality, request, options, answer.seed, generator, bar)
+                made = self._generate_media(modality, request, opts, answer.seed, bar, stop)
                 for i, item in zip(request.owners, made, strict=True):
                     getattr(answer.outputs[i], _MEDIA_ARGS[modality]).append(item)
         finally:
             bar.close()
         return answer.outputs if answer.batched else answer.outputs[0]
+
+    def check_inputs(
+        self,
+        prompt: str | Sequence[str],
+        images: Sequence | None = None,
+        audios: Sequence | None = None,
+        videos: Sequence | None = None,
+        *,
+        options: CallOptions | None = None,
+        limits: Limits | None = None,
+        **kwargs: Any,
+    ) -> CallOptions:
+        """Check a call without running (or building) any model: the prompts, how the inputs are laid out, and
+        every option (keywords as :meth:`__call__`'s) against this pipeline and ``limits`` (default:
+        ``pipe.limits``). Returns the checked :class:`~anygen.options.CallOptions`; raises
+        :class:`~anygen.errors.AnyGenError` (:class:`~anygen.errors.OptionError` naming the option)."""
+        opts = (options or CallOptions()).merged(**kwargs)
+        self._check(prompt, images, audios, videos, opts, limits if limits is not None else self.limits)
+        return opts
 
     @torch.no_grad()
     def condition(
@@ -280,17 +316,37 @@ class AnyToAnyPipeline:
         images: Sequence | None = None,
         audios: Sequence | None = None,
         videos: Sequence | None = None,
+        *,
+        options: CallOptions | None = None,
+        limits: Limits | None = None,
+        history: Sequence[Turn] | None = None,
+        feature_cache: FeatureCache | None = None,
+        on_text: Callable[[str], None] | None = None,
+        interrupt: Callable[[], bool] | None = None,
         **kwargs: Any,
     ) -> Conditioned:
         """The first half of :meth:`__call__`: encoders, LLM and output projectors, no generator.
 
-        Arguments as :meth:`__call__` less the generators' options (``output_modalities``, ``seed``,
-        ``generator``, ``max_new_tokens``, ``temperature``, ``top_p``, ``history``, ``feature_cache``).
-        Returns the answers (text only) and, for each kind of media they ask for, the generator's input;
-        :meth:`generate_media` with ``seed=result.seed`` (or the same ``generator``) then makes exactly the
-        media ``__call__`` would.
+        Arguments as :meth:`__call__`; ``kwargs`` are its options (``output_modalities``, ``seed``,
+        ``generator``, ``max_new_tokens``, ``temperature``, ``top_p``; the generators' options are checked
+        here too, then used by :meth:`generate_media`). Returns the answers (text only) and, for each kind of
+        media they ask for, the generator's input; :meth:`generate_media` with ``seed=result.seed`` (or the
+        same ``generator``) then makes exactly the media ``__call__`` would.
         """
-        answer, bar = self._condition(prompt, images, audios, videos, **kwargs)
+        opts = (options or CallOptions()).merged(**kwargs)
+        limits = limits if limits is not None else self.limits
+        answer, bar = self._condition(
+            prompt,
+            images,
+            audios,
+            videos,
+            opts,
+            limits=limits,
+            history=history,
+            feature_cache=feature_cache,
+            on_text=on_text,
+            stop=_Stopper(interrupt, limits.max_seconds),
+        )
         bar.close()
         return answer
 
@@ -302,70 +358,180 @@ class AnyToAnyPipeline:
         owners: Sequence[int],
         *,
         seed: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         callback: Callable[[int, int], None] | None = None,
-        **options: Any,
+        options: CallOptions | None = None,
+        limits: Limits | None = None,
+        interrupt: Callable[[], bool] | None = None,
+        **kwargs: Any,
     ) -> list:
         """The second half of :meth:`__call__` for one kind: media from :meth:`condition`'s ``conditioning``.
 
         ``conditioning`` ``[rows, tokens, width]``: one row per item to make; ``owners[r]`` is the index of
         the prompt row ``r`` belongs to (the k-th item of a kind in a prompt is drawn with ``seed + k``).
-        ``options``: ``num_inference_steps``, ``guidance_scale`` (a value, or a dict per modality),
-        ``height``, ``width``, ``num_frames``, ``audio_length_in_s``; None means the spec's default.
-        ``callback(done, total)`` is called once per denoising step.
+        ``kwargs`` (or ``options``): ``num_inference_steps``, ``guidance_scale`` (a value, or a dict per
+        modality), ``height``, ``width``, ``num_frames``, ``audio_length_in_s``; None means the spec's
+        default. They are checked as in :meth:`__call__`. ``generator``: one ``torch.Generator`` for every
+        row, or a list with one per prompt. ``callback(done, total)`` is called once per denoising step.
         """
         if modality not in self.spec.outputs:
-            self._check_output_modalities([modality])
-        unknown = sorted(set(options) - {k for keys in _GENERATOR_OPTIONS.values() for k in keys})
+            raise OptionError(
+                (
+                    "modality",
+                    f"{modality!r} is not an output of pipeline {self.spec.name!r} "
+                    f"(it makes: {', '.join(self.spec.outputs) or 'text only'})",
+                )
+            )
+        unknown = sorted(set(kwargs) - set(ALL_GENERATOR_OPTIONS))
         if unknown:
-            raise AnyGenError(f"generate_media: unknown option(s) {', '.join(unknown)}")
+            raise OptionError(
+                [
+                    (k, f"not an option of generate_media; it takes {', '.join(ALL_GENERATOR_OPTIONS)}")
+                    for k in unknown
+                ]
+            )
+        if seed is None and generator is None:
+            raise AnyGenError("generate_media: give a seed or a torch.Generator")
+        opts = (options or CallOptions()).merged(seed=seed, generator=generator, **kwargs)
+        if not isinstance(conditioning, torch.Tensor) or conditioning.dim() != 3:
+            raise AnyGenError("generate_media: conditioning must be a tensor [rows, tokens, width]")
         if len(owners) != conditioning.shape[0]:
             raise AnyGenError(
                 f"generate_media: {len(owners)} owners for {conditioning.shape[0]} rows of conditioning"
             )
-        if seed is None and generator is None:
-            raise AnyGenError("generate_media: give a seed or a torch.Generator")
+        if any(not isinstance(o, int) or o < 0 for o in owners):
+            raise AnyGenError("generate_media: owners must be prompt indices (integers >= 0)")
+        limits = limits if limits is not None else self.limits
+        batch = max(owners, default=-1) + 1
+        if isinstance(opts.generator, list) and len(opts.generator) < batch:
+            raise OptionError(
+                ("generator", f"a list of {len(opts.generator)} generators, but owners name {batch} prompts")
+            )
+        self._check_options(
+            opts, limits, batch=len(opts.generator) if isinstance(opts.generator, list) else 1
+        )
+        return self._generate(
+            modality, conditioning, list(owners), opts, callback, _Stopper(interrupt, limits.max_seconds)
+        )
+
+    def _generate(
+        self,
+        modality: str,
+        conditioning: torch.Tensor,
+        owners: list[int],
+        opts: CallOptions,
+        callback: Callable[[int, int], None] | None,
+        stop: _Stopper,
+    ) -> list:
         gen = self.generator(modality)
         # One torch.Generator per item: the k-th item of a kind in a prompt uses seed + k, batched or not.
-        if generator is None:
+        if opts.generator is None:
             counts: dict[int, int] = {}
             generators = []
             for i in owners:
-                generators.append(torch.Generator("cpu").manual_seed(seed + counts.get(i, 0)))
+                generators.append(torch.Generator("cpu").manual_seed(opts.seed + counts.get(i, 0)))
                 counts[i] = counts.get(i, 0) + 1
+        elif isinstance(opts.generator, list):
+            # One per prompt: each row draws from its prompt's generator.
+            generators = [opts.generator[i] for i in owners]
         else:
-            generators = generator
-        call = self._generator_call(modality, options)
-        return gen.generate(conditioning.to(self._device), generator=generators, callback=callback, **call)
+            generators = opts.generator
+
+        def step(done: int, total: int) -> None:
+            stop.check()
+            if callback is not None:
+                callback(done, total)
+
+        call = self._generator_call(modality, opts)
+        stop.check()
+        return gen.generate(conditioning.to(self._device), generator=generators, callback=step, **call)
 
     def chat(self, **defaults: Any):
         """A multi-turn :class:`~anygen.chat.Conversation` over this pipeline."""
         from anygen.chat import Conversation
 
+        CallOptions.from_kwargs(**{k: v for k, v in defaults.items() if k not in _CONTROL_ARGS})  # fail early
         return Conversation(self, **defaults)
 
     # -- steps -------------------------------------------------------------------------------------
-    def _check_output_modalities(self, requested: Sequence[str]) -> list[str]:
-        if isinstance(requested, str):
-            requested = [requested]
-        for m in requested:
-            if m not in self.spec.outputs:
-                raise AnyGenError(
-                    f"output_modalities: {m!r} is not an output of pipeline {self.spec.name!r} "
-                    f"(it makes: {', '.join(self.spec.outputs) or 'text only'})"
-                )
-        return list(dict.fromkeys(requested))
+    def _check_options(
+        self, opts: CallOptions, limits: Limits, *, batch: int, prompts: Sequence[str] = ()
+    ) -> None:
+        check_call(
+            opts,
+            pipeline=self.spec.name,
+            outputs=list(self.spec.outputs),
+            geometry=self._geometry,
+            defaults=self._gen_defaults,
+            batch=batch,
+            prompts=prompts,
+            limits=limits,
+        )
 
-    def _sampling_options(self, max_new_tokens, temperature, top_p) -> SamplingOptions:
+    def _check(
+        self, prompt, images, audios, videos, opts: CallOptions, limits: Limits
+    ) -> tuple[list[str], bool, dict[str, list[list]]]:
+        """The prompts, whether they are a batch, and each kind's inputs per prompt, all checked."""
+        batched = not isinstance(prompt, str)
+        if batched and (isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, Sequence)):
+            raise AnyGenError(f"prompt: expected a string or a list of strings, got {type(prompt).__name__}")
+        prompts = list(prompt) if batched else [prompt]
+        if not prompts:
+            raise AnyGenError("prompt: the batch is empty")
+        inputs = {
+            m: _per_prompt(arg, len(prompts), batched, _MEDIA_ARGS[m])
+            for m, arg in (("image", images), ("audio", audios), ("video", videos))
+        }
+        for i, text in enumerate(prompts):
+            name = f"prompt[{i}]" if batched else "prompt"
+            if not isinstance(text, str):
+                raise AnyGenError(f"{name}: expected a string, got {type(text).__name__}")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise AnyGenError(
+                    f"{name}: not valid text ({err.reason} at character {err.start}); expected a Unicode string"
+                ) from None
+            if not text.strip() and not any(inputs[m][i] for m in MODALITIES):
+                raise AnyGenError(f"{name}: empty, and no image, audio or video was given")
+        self._check_options(opts, limits, batch=len(prompts), prompts=prompts)
+        return prompts, batched, inputs
+
+    def _sampling_options(self, opts: CallOptions) -> SamplingOptions:
         d = self.spec.llm.defaults
-        try:
-            return SamplingOptions(
-                max_new_tokens=max_new_tokens if max_new_tokens is not None else d.get("max_new_tokens", 64),
-                temperature=temperature if temperature is not None else d.get("temperature", 1.0),
-                top_p=top_p if top_p is not None else d.get("top_p", 1.0),
-            )
-        except ValueError as err:
-            raise AnyGenError(str(err)) from None
+        return SamplingOptions(
+            max_new_tokens=opts.max_new_tokens
+            if opts.max_new_tokens is not None
+            else d.get("max_new_tokens", 64),
+            temperature=opts.temperature if opts.temperature is not None else d.get("temperature", 1.0),
+            top_p=opts.top_p if opts.top_p is not None else d.get("top_p", 1.0),
+        )
+
+    def _check_context(
+        self, embedded: list[torch.Tensor], sampling: SamplingOptions, wanted, history
+    ) -> None:
+        """:class:`ContextLengthError` when a prompt, the tokens asked for, and the signal tokens the answer may
+        have to add do not fit in the LLM's context window (``max_position_embeddings``)."""
+        config = getattr(self.llm.model, "config", None)
+        window = getattr(config, "max_position_embeddings", None)
+        if not isinstance(window, int) or window <= 0:
+            return
+        spans = self.llm.spans
+        longest = max((len(s.token_ids) for s in spans.values()), default=1)
+        extra = longest - 1 + sum(len(spans[m].token_ids) for m in wanted if m in spans)
+        for i, emb in enumerate(embedded):
+            needed = emb.shape[0] + sampling.max_new_tokens + extra
+            if needed > window:
+                field = "prompt" if len(embedded) == 1 else f"prompt[{i}]"
+                what = "the prompt with the chat history" if history else "the prompt"
+                raise ContextLengthError(
+                    f"{field}: {what} is {emb.shape[0]} tokens; with max_new_tokens={sampling.max_new_tokens} "
+                    f"(and {extra} for signal tokens the answer may have to add) that is {needed} tokens, more "
+                    f"than the LLM's context of {window}; shorten the prompt or lower max_new_tokens",
+                    needed=needed,
+                    window=window,
+                    field=field,
+                )
 
     def _embed_conversation(self, turns: list[Turn], cache: FeatureCache | None) -> torch.Tensor:
         segments = conversation_segments(turns, self.spec.llm.template)
@@ -384,60 +550,44 @@ class AnyToAnyPipeline:
     def _condition(
         self,
         prompt: str | Sequence[str],
-        images: Sequence | None = None,
-        audios: Sequence | None = None,
-        videos: Sequence | None = None,
+        images: Sequence | None,
+        audios: Sequence | None,
+        videos: Sequence | None,
+        opts: CallOptions,
         *,
-        output_modalities: Sequence[str] = (),
-        only_requested: bool = False,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
+        limits: Limits,
         history: Sequence[Turn] | None = None,
         feature_cache: FeatureCache | None = None,
         on_text: Callable[[str], None] | None = None,
+        stop: _Stopper | None = None,
     ) -> tuple[Conditioned, tqdm]:
         """:meth:`condition`, and the call's progress bar (the caller closes it)."""
-        batched = not isinstance(prompt, str)
-        prompts = list(prompt) if batched else [prompt]
-        if not prompts:
-            raise AnyGenError("prompt: the batch is empty")
-        inputs = {
-            m: _per_prompt(arg, len(prompts), batched, _MEDIA_ARGS[m])
-            for m, arg in (("image", images), ("audio", audios), ("video", videos))
-        }
-        wanted = self._check_output_modalities(output_modalities)
-        for i, text in enumerate(prompts):
-            if not isinstance(text, str):
-                raise AnyGenError(f"prompt: expected a string, got {type(text).__name__}")
-            if not text.strip() and not any(inputs[m][i] for m in MODALITIES):
-                raise AnyGenError("prompt: empty, and no image, audio or video was given")
-        sampling = self._sampling_options(max_new_tokens, temperature, top_p)
-        if seed is None and generator is None:
+        prompts, batched, inputs = self._check(prompt, images, audios, videos, opts, limits)
+        stop = stop or _Stopper(None, limits.max_seconds)
+        wanted = list(opts.output_modalities)
+        sampling = self._sampling_options(opts)
+        seed = opts.seed
+        if seed is None and opts.generator is None:
             seed = random.randrange(2**31)
+        # 1. Prompts: text and projected media features, embedded; they must fit in the LLM's context.
+        lm = self.llm
+        embedded = []
+        for i, text in enumerate(prompts):
+            loaded = {m: [_load(m, x, j, limits) for j, x in enumerate(inputs[m][i])] for m in MODALITIES}
+            turn = Turn("user", text, loaded)
+            embedded.append(self._embed_conversation([*(history or []), turn], feature_cache))
+            stop.check()
+        self._check_context(embedded, sampling, wanted, history)
         bar = tqdm(total=sampling.max_new_tokens, desc="llm", unit="step", **self._progress)
         try:
-            # 1. Prompts: text and projected media features, embedded.
-            lm = self.llm
-            embedded = []
-            for i, text in enumerate(prompts):
-                turn = Turn(
-                    "user",
-                    text,
-                    {m: [_load(m, x, j) for j, x in enumerate(inputs[m][i])] for m in MODALITIES},
-                )
-                embedded.append(self._embed_conversation([*(history or []), turn], feature_cache))
             # 2. The LLM answers, with complete signal spans and their hidden states.
-            llm_generators = (
-                [generator] * len(prompts)
-                if generator is not None
-                else [torch.Generator(lm.device).manual_seed(seed) for _ in prompts]
-            )
+            llm_generators = opts.generators_for(len(prompts)) or [
+                torch.Generator(lm.device).manual_seed(seed) for _ in prompts
+            ]
             first_ids: list[int] = []
 
             def on_token(row: int, tok: int) -> None:
+                stop.check()
                 if row != 0:
                     return
                 _advance(bar)
@@ -450,7 +600,7 @@ class AnyToAnyPipeline:
                 embedded,
                 sampling,
                 required=[wanted] * len(prompts),
-                allowed=[wanted if only_requested else None] * len(prompts),
+                allowed=[wanted if opts.only_requested else None] * len(prompts),
                 stop_strings=self.spec.llm.template.stop,
                 generators=llm_generators,
                 on_token=on_token,
@@ -483,32 +633,40 @@ class AnyToAnyPipeline:
         embeds = torch.stack([s.input_embeds for s in signals]).to(self._device, dtype)
         return projector(hidden, embeds)
 
-    def _generator_call(self, modality: str, options: dict[str, Any]) -> dict[str, Any]:
+    def _generator_call(self, modality: str, opts: CallOptions) -> dict[str, Any]:
         """The generator's call options: the spec's defaults, overridden by the call's (per-modality dicts)."""
-        call = {**self.spec.outputs[modality].generator.defaults}
-        for key in _GENERATOR_OPTIONS[modality]:
-            value = options.get(key)
-            if isinstance(value, dict):
-                value = value.get(modality)
-            if value is not None:
-                call[key] = value
-        return call
+        return {**self.spec.outputs[modality].generator.defaults, **opts.for_modality(modality)}
 
-    def _generate_media(self, modality, request, options, seed, generator, bar) -> list:
-        call = self._generator_call(modality, options)
+    def _generate_media(self, modality, request, opts: CallOptions, seed, bar, stop: _Stopper) -> list:
+        call = self._generator_call(modality, opts)
         gen = self.generator(modality)
         steps = call.get("num_inference_steps") or gen.default_options().get("num_inference_steps", 0)
         bar.total += steps
         bar.set_description(modality)
-        return self.generate_media(
-            modality,
-            request.conditioning,
-            request.owners,
-            seed=seed,
-            generator=generator,
-            callback=lambda *_: bar.update(1),
-            **options,
+        if seed is not None and opts.seed is None:
+            opts = opts.replace(seed=seed)  # the seed drawn for this call
+        return self._generate(
+            modality, request.conditioning, request.owners, opts, lambda *_: bar.update(1), stop
         )
+
+
+class _Stopper:
+    """Raises :class:`Interrupted` when ``interrupt()`` says so or the call's time is up."""
+
+    def __init__(self, interrupt: Callable[[], bool] | None, max_seconds: float | None) -> None:
+        self.interrupt = interrupt
+        self.max_seconds = max_seconds
+        self.deadline = None if max_seconds is None else time.monotonic() + max_seconds
+
+    def check(self) -> None:
+        if self.interrupt is not None and self.interrupt():
+            raise Interrupted("the call was interrupted (its caller went away or stopped it)")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise Interrupted(f"the call took longer than limits.max_seconds={self.max_seconds:g}")
+
+
+# Arguments of a call that are not options (a chat's defaults may hold them too).
+_CONTROL_ARGS = ("options", "limits", "history", "feature_cache", "on_text", "interrupt")
 
 
 def _advance(bar: tqdm) -> None:
@@ -532,8 +690,16 @@ def _per_prompt(arg: Sequence | None, n: int, batched: bool, name: str) -> list[
     return [list(a) for a in arg]
 
 
-def _load(modality: str, source: Any, index: int):
-    return media.load_media(modality, source, name=f"{_MEDIA_ARGS[modality]}[{index}]")
+def _load(modality: str, source: Any, index: int, limits: Limits | None = None):
+    """An input, decoded; images and video frames larger than ``limits.max_input_pixels`` are refused unread."""
+    limits = limits if limits is not None else Limits()
+    return media.load_media(
+        modality,
+        source,
+        name=f"{_MEDIA_ARGS[modality]}[{index}]",
+        max_pixels=limits.max_input_pixels,
+        max_video_pixels=limits.max_input_video_pixels,
+    )
 
 
 def _content_key(item: Any) -> str:

@@ -102,3 +102,45 @@ def generator_condition_shape(spec: PipelineSpec, modality: str) -> tuple[int, i
         raise
     except (KeyError, ValueError, TypeError) as err:
         raise SpecError(f"{where}: cannot read its conditioning shape: {err}") from None
+
+
+def generator_geometry(spec: PipelineSpec, modality: str):
+    """The sizes ``outputs.<modality>.generator`` can make
+    (:class:`~anygen.generators.shapes.GeneratorGeometry`), from its configs; unknown fields are None when
+    its path is not there yet."""
+    from anygen.generators.shapes import GeneratorGeometry, geometry_from_config, geometry_from_folder
+
+    node = spec.outputs[modality].generator
+    folder = _existing(spec, node.path)
+    try:
+        if folder is not None:
+            return geometry_from_folder(node.type, folder)
+        if node.config is not None:
+            return geometry_from_config(node.type, node.config)
+    except SpecError:
+        raise
+    except (KeyError, ValueError, TypeError) as err:
+        raise SpecError(f"outputs.{modality}.generator: cannot read its sizes: {err}") from None
+    return GeneratorGeometry()
+
+
+def generator_defaults(spec: PipelineSpec, modality: str) -> dict:
+    """The generation defaults ``outputs.<modality>.generator`` will have, as far as its configs tell
+    without building it: the tiny config's or the folder's (``anygen_generator.json``), then the spec's."""
+    import json
+
+    from anygen.generators.tiny import resolve_tiny_config
+
+    node = spec.outputs[modality].generator
+    folder = _existing(spec, node.path)
+    base: dict = {}
+    if folder is not None:
+        sidecar = folder / "anygen_generator.json"
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
+            base = dict(data.get("defaults") or {}) if isinstance(data, dict) else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            base = {}  # the generator's loader says what is wrong with it when it is built
+    elif node.config is not None:
+        base = dict(resolve_tiny_config(node.type, node.config)["defaults"])
+    return {**base, **{k: v for k, v in node.defaults.items() if v is not None}}

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +113,103 @@ def condition_shape_from_folder(kind: str, path: str | Path) -> tuple[int, int]:
                 f"{root}: text_encoder produces width {shape[1]} but unet/config.json expects {expected}"
             )
     return shape
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Geometry: what a generator's sizes must satisfy, from its configs (no weights), for checking call options.
+
+_DIFFUSERS_SIZE_MULTIPLE = (
+    8  # StableDiffusionPipeline / TextToVideoSDPipeline check_inputs: height % 8, width % 8
+)
+_HIFIGAN_DEFAULTS = {"upsample_rates": [4, 4, 4, 4], "sampling_rate": 16000}  # SpeechT5HifiGanConfig's
+
+
+@dataclass(frozen=True)
+class GeneratorGeometry:
+    """Sizes a generator can make, read from its VAE, UNet and vocoder configs.
+
+    ``size_multiple``: height and width must be multiples of it (images, video; the VAE scale factor, and at
+    least diffusers' 8). ``min_size``: the smallest height and width (the UNet's deepest feature map must be
+    at least 2x2: at 1x1 its group norms can have a single value to normalise, and fail).
+    ``native_size``: (height, width) made when the call gives none. For audio,
+    ``audio_frame_s`` is one vocoder frame (hop length / sampling rate), ``min_audio_s`` the shortest
+    ``audio_length_in_s`` the pipeline accepts (one latent row: a frame times the VAE scale factor) and
+    ``native_audio_s`` the length made when the call gives none. None where the configs do not say.
+    """
+
+    size_multiple: int | None = None
+    min_size: int | None = None
+    native_size: tuple[int, int] | None = None
+    audio_frame_s: float | None = None
+    min_audio_s: float | None = None
+    native_audio_s: float | None = None
+
+
+def geometry_from_configs(
+    kind: str,
+    vae_config: Mapping[str, Any] | None,
+    unet_config: Mapping[str, Any] | None,
+    vocoder_config: Mapping[str, Any] | None = None,
+) -> GeneratorGeometry:
+    """The geometry of a generator of ``kind`` from its components' config dicts (any may be None: unknown)."""
+    type_name = generator_type(kind)
+    factor = None
+    if vae_config and vae_config.get("block_out_channels"):
+        factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    sample = (unet_config or {}).get("sample_size")
+    if isinstance(sample, (list, tuple)) and len(sample) == 2:
+        latent = (int(sample[0]), int(sample[1]))
+    elif isinstance(sample, int):
+        latent = (sample, sample)
+    else:
+        latent = None
+    if type_name != "audioldm":
+        multiple = math.lcm(_DIFFUSERS_SIZE_MULTIPLE, factor or 1)
+        native = (latent[0] * factor, latent[1] * factor) if latent and factor else None
+        blocks = len((unet_config or {}).get("block_out_channels") or ())
+        smallest = None
+        if factor and blocks:
+            smallest = factor * 2 ** (blocks - 1) * 2
+            smallest = -(-smallest // multiple) * multiple
+        return GeneratorGeometry(size_multiple=multiple, min_size=smallest, native_size=native)
+    if vocoder_config is None:
+        return GeneratorGeometry()
+    rates = vocoder_config.get("upsample_rates") or _HIFIGAN_DEFAULTS["upsample_rates"]
+    rate = vocoder_config.get("sampling_rate") or _HIFIGAN_DEFAULTS["sampling_rate"]
+    frame = math.prod(int(r) for r in rates) / float(rate)
+    return GeneratorGeometry(
+        audio_frame_s=frame,
+        min_audio_s=frame * factor if factor else None,
+        native_audio_s=latent[0] * factor * frame if latent and factor else None,
+    )
+
+
+def geometry_from_config(kind: str, config: Mapping[str, Any] | None) -> GeneratorGeometry:
+    """The geometry of the tiny generator that ``config`` (tiny knobs) describes."""
+    from anygen.generators.tiny import resolve_tiny_config
+
+    type_name = generator_type(kind)
+    knobs = resolve_tiny_config(type_name, config)
+    vocoder = None
+    if type_name == "audioldm":
+        vocoder = {"upsample_rates": knobs["vocoder_upsample_rates"], "sampling_rate": knobs["sampling_rate"]}
+    unet = {"sample_size": knobs["sample_size"], "block_out_channels": knobs["unet_channels"]}
+    return geometry_from_configs(
+        type_name,
+        {"block_out_channels": knobs["vae_channels"]},
+        unet,
+        vocoder,
+    )
+
+
+def geometry_from_folder(kind: str, path: str | Path) -> GeneratorGeometry:
+    """The geometry of a local diffusers folder, from ``vae/``, ``unet/`` and ``vocoder/config.json``."""
+    type_name = generator_type(kind)
+    root = Path(path)
+
+    def config(name: str) -> dict[str, Any] | None:
+        file = root / name / "config.json"
+        return _read_json(file, f"{type_name} weights") if file.is_file() else None
+
+    vocoder = config("vocoder") if type_name == "audioldm" else None
+    return geometry_from_configs(type_name, config("vae"), config("unet"), vocoder)

@@ -1,0 +1,423 @@
+"""The call options (anygen.options): one validated object, checked before any model runs; limits on a call's
+work and on decoding inputs; the LLM's context window; and valid calls giving exactly what they gave before."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from bombs import png_declaring
+
+from anygen import AnyToAnyPipeline
+from anygen.errors import (
+    AnyGenError,
+    ContextLengthError,
+    Interrupted,
+    LimitError,
+    MediaError,
+    OptionError,
+    SpecError,
+)
+from anygen.generation import SamplingOptions, sample_next
+from anygen.media import Video, load_image
+from anygen.options import CallOptions, Limits
+from anygen.spec import PipelineSpec, load_spec
+
+
+@pytest.fixture
+def fresh_pipe():
+    """A tiny pipeline with nothing built yet (to show that a refused call builds no model)."""
+    pipe = AnyToAnyPipeline.from_pretrained("tiny")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# -- the options object ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, field, says",
+    [
+        (dict(num_inference_steps=-1), "num_inference_steps", "an integer >= 1, got -1"),
+        (dict(num_inference_steps=0), "num_inference_steps", "an integer >= 1, got 0"),
+        (dict(num_inference_steps=2.0), "num_inference_steps", "got 2.0 (a float)"),
+        (dict(num_inference_steps={"image": 1, "bogus": 3}), "num_inference_steps.bogus", "not a modality"),
+        (dict(num_inference_steps={"video": True}), "num_inference_steps.video", "(a bool)"),
+        (dict(guidance_scale=-5), "guidance_scale", ">= 0, got -5.0"),
+        (dict(guidance_scale=float("nan")), "guidance_scale", "got nan"),
+        (dict(guidance_scale="high"), "guidance_scale", "got 'high' (a str)"),
+        (dict(guidance_scale={"audio": float("inf")}), "guidance_scale.audio", "got inf"),
+        (dict(max_new_tokens=1.5), "max_new_tokens", "got 1.5 (a float)"),
+        (dict(max_new_tokens=0), "max_new_tokens", ">= 1"),
+        (dict(temperature=float("inf")), "temperature", "finite number >= 0"),
+        (dict(temperature=float("nan")), "temperature", "got nan"),
+        (dict(temperature=-0.1), "temperature", ">= 0"),
+        (dict(top_p=0), "top_p", "in (0, 1]"),
+        (dict(top_p=1.5), "top_p", "in (0, 1]"),
+        (dict(seed=2**64), "seed", "in 0..2**63-1"),
+        (dict(seed=-1), "seed", "in 0..2**63-1"),
+        (dict(seed=1.5), "seed", "(a float)"),
+        (dict(seed="0"), "seed", "'0' (a str)"),
+        (dict(seed=True), "seed", "(a bool)"),
+        (dict(height=0, width=0), "height", ">= 1, got 0"),
+        (dict(height=-8, width=64), "height", "got -8"),
+        (dict(height=64), "width", "give height and width together"),
+        (dict(width=64), "height", "give height and width together"),
+        (dict(num_frames=0), "num_frames", ">= 1"),
+        (dict(num_frames=-1), "num_frames", ">= 1"),
+        (dict(num_frames={"video": 4}), "num_frames", "only num_inference_steps and guidance_scale"),
+        (dict(audio_length_in_s=0), "audio_length_in_s", "> 0"),
+        (dict(audio_length_in_s=float("nan")), "audio_length_in_s", "got nan"),
+        (dict(output_modalities=["image", "smell"]), "output_modalities[1]", "'smell' is not an output"),
+        (dict(output_modalities=5), "output_modalities", "expected a list"),
+        (dict(only_requested="yes"), "only_requested", "True or False"),
+        (dict(generator=[]), "generator", "an empty list"),
+        (dict(generator="cpu"), "generator", "torch.Generator"),
+        (dict(seed=0, generator=torch.Generator()), "generator", "seed or generator, not both"),
+    ],
+)
+def test_each_bad_option_is_named_with_what_it_accepts(kwargs, field, says):
+    with pytest.raises(OptionError) as err:
+        CallOptions(**kwargs)
+    assert field in err.value.fields
+    assert says in str(err.value)
+    assert isinstance(err.value, AnyGenError) and isinstance(err.value, ValueError)
+
+
+def test_options_are_normalised_and_all_problems_reported_together():
+    opts = CallOptions(
+        output_modalities="image",
+        seed=np.int64(3),
+        guidance_scale={"image": 5, "audio": None},
+        temperature=np.float32(0.5),
+        only_requested=np.bool_(True),
+    )
+    assert opts.output_modalities == ("image",) and type(opts.seed) is int and opts.seed == 3
+    assert opts.guidance_scale == {"image": 5.0, "audio": None} and opts.only_requested is True
+    assert opts.for_modality("image") == {"guidance_scale": 5.0} and opts.for_modality("audio") == {}
+    assert CallOptions(output_modalities=["audio", "image", "audio"]).output_modalities == ("audio", "image")
+    with pytest.raises(OptionError) as err:
+        CallOptions(seed="x", top_p=2, num_frames=0)
+    assert err.value.fields == ["seed", "top_p", "num_frames"]
+    with pytest.raises(OptionError, match="steps: unknown option; the options are output_modalities"):
+        CallOptions.from_kwargs(steps=3)
+    # replace() and merged() check again; merged() keeps what is not given.
+    assert CallOptions(seed=1).merged(seed=None, top_p=0.5) == CallOptions(seed=1, top_p=0.5)
+    with pytest.raises(OptionError):
+        CallOptions(seed=1).replace(top_p=0)
+
+
+# -- through the pipeline: checked before any model runs --------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(num_inference_steps=0), "num_inference_steps"),
+        (dict(height=65, width=64), "height"),
+        (dict(height=36, width=36), "width"),
+        (dict(height=64), "width"),
+        (dict(guidance_scale=-5), "guidance_scale"),
+        (dict(num_frames=0), "num_frames"),
+        (dict(audio_length_in_s=0.001), "audio_length_in_s"),
+        (dict(temperature=float("inf")), "temperature"),
+        (dict(seed=2**64), "seed"),
+        (dict(generator=[torch.Generator(), torch.Generator()]), "generator"),
+        (dict(output_modalities=("smell",)), "output_modalities[0]"),
+    ],
+)
+def test_the_issue_probes_get_a_clear_error_before_any_model_is_built(fresh_pipe, kwargs, field):
+    with pytest.raises(OptionError) as err:
+        fresh_pipe("a dog", **kwargs)
+    assert field in err.value.fields
+    assert fresh_pipe.loaded_components == []
+    with pytest.raises(OptionError):
+        fresh_pipe.check_inputs("a dog", **kwargs)
+
+
+def test_sizes_follow_each_generators_vae(fresh_pipe):
+    with pytest.raises(OptionError, match=r"65 is not a multiple of 8 \(the image and video generators"):
+        fresh_pipe.check_inputs("x", height=65, width=64)
+    out = fresh_pipe(
+        "x",
+        output_modalities=("image",),
+        seed=0,
+        max_new_tokens=2,
+        num_inference_steps=1,
+        height=32,
+        width=48,
+    )
+    assert out.images[0].size == (48, 32)
+    # The smallest size: the UNet's deepest feature map 2x2 (tiny: VAE x4, one downsampling: 16 pixels).
+    with pytest.raises(OptionError, match="8 is smaller than the image generator's smallest size, 16"):
+        fresh_pipe.check_inputs("x", height=8, width=16)
+    # The shortest audio is one latent row: 2 vocoder frames of 10 ms for the tiny AudioLDM.
+    with pytest.raises(OptionError, match="shorter than the audio generator's shortest, 0.02 s"):
+        fresh_pipe.check_inputs("x", audio_length_in_s=0.019)
+    fresh_pipe.check_inputs("x", audio_length_in_s=0.02)
+
+
+def test_lone_surrogate_prompt_and_bad_prompt_types(fresh_pipe):
+    with pytest.raises(AnyGenError, match="prompt: not valid text"):
+        fresh_pipe("a \ud800 dog")
+    with pytest.raises(AnyGenError, match="prompt: expected a string"):
+        fresh_pipe(b"bytes")
+    with pytest.raises(AnyGenError, match=r"prompt\[1\]: expected a string"):
+        fresh_pipe(["ok", 3])
+    assert fresh_pipe.loaded_components == []
+
+
+def test_generator_list_per_prompt_as_diffusers(tiny_pipe):
+    kw = dict(output_modalities=("image",), max_new_tokens=4, num_inference_steps=1)
+    batch = tiny_pipe(
+        ["a cat", "a dog"],
+        generator=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)],
+        **kw,
+    )
+    for out, (prompt, seed) in zip(batch, [("a cat", 1), ("a dog", 2)], strict=True):
+        alone = tiny_pipe(prompt, generator=torch.Generator().manual_seed(seed), **kw)
+        assert out.text == alone.text
+        np.testing.assert_allclose(
+            np.asarray(out.images[0], float), np.asarray(alone.images[0], float), atol=2
+        )
+    with pytest.raises(OptionError, match="a list of 1 generators for 2 prompt"):
+        tiny_pipe(["a", "b"], generator=[torch.Generator()], **kw)
+
+
+def test_generate_media_checks_its_options(tiny_pipe):
+    cond = torch.zeros(1, 77, 32)
+    with pytest.raises(OptionError, match="not an option of generate_media"):
+        tiny_pipe.generate_media("image", cond, [0], seed=0, max_new_tokens=3)
+    with pytest.raises(OptionError, match="num_inference_steps"):
+        tiny_pipe.generate_media("image", cond, [0], seed=0, num_inference_steps=0)
+    with pytest.raises(OptionError, match="'smell' is not an output"):
+        tiny_pipe.generate_media("smell", cond, [0], seed=0)
+
+
+def _spec(**generator_defaults) -> dict:
+    data = load_spec("tiny").model_dump(mode="json", exclude={"root"})
+    data["outputs"]["image"]["generator"]["defaults"] = generator_defaults
+    return data
+
+
+@pytest.mark.parametrize(
+    "defaults, says",
+    [
+        (dict(num_inference_steps=0), "num_inference_steps: expected an integer >= 1"),
+        (dict(guidance_scale=float("nan")), "guidance_scale"),
+        (dict(height=65, width=64), "height: 65 is not a multiple of 8"),
+        (dict(height=64), "give height and width together"),
+        (dict(bogus=3), "bogus"),
+    ],
+)
+def test_spec_defaults_follow_the_same_rules(defaults, says):
+    with pytest.raises(SpecError) as err:
+        AnyToAnyPipeline(PipelineSpec.from_dict(_spec(**defaults)))
+    assert "outputs.image.generator" in str(err.value) and says in str(err.value)
+
+
+def test_llm_defaults_are_checked():
+    data = _spec()
+    data["llm"]["defaults"] = {"temperature": -1, "max_new_tokens": 2.5}
+    with pytest.raises(SpecError) as err:
+        AnyToAnyPipeline(PipelineSpec.from_dict(data))
+    assert "llm.defaults.temperature" in str(err.value) and "llm.defaults.max_new_tokens" in str(err.value)
+
+
+# -- limits ---------------------------------------------------------------------------------------------------
+def test_work_limits_name_the_option(fresh_pipe):
+    limits = Limits.service()
+    cases = [
+        (dict(num_inference_steps={"image": 1000}), ["num_inference_steps.image"]),
+        (dict(max_new_tokens=10_000), ["max_new_tokens"]),
+        (dict(height=2048, width=2048), ["height", "width"]),
+        (dict(num_frames=1000), ["num_frames"]),
+        (dict(height=512, width=512, num_frames=64), ["height", "width", "num_frames"]),
+        (dict(audio_length_in_s=600.0), ["audio_length_in_s"]),
+    ]
+    for kwargs, fields in cases:
+        with pytest.raises(LimitError) as err:
+            fresh_pipe("x", limits=limits, **kwargs)
+        assert err.value.fields == fields, kwargs
+        assert "limits.max_" in str(err.value)
+    with pytest.raises(LimitError, match="100000 characters, more than limits.max_prompt_chars=8000"):
+        fresh_pipe("x" * 100_000, limits=limits)
+    assert fresh_pipe.loaded_components == []
+    # The Python API has none of these limits by default; pipe.limits sets them for every call.
+    assert Limits().max_inference_steps is None and fresh_pipe.limits == Limits()
+    fresh_pipe.limits = Limits(max_inference_steps=5)
+    with pytest.raises(LimitError, match="num_inference_steps: 6 steps"):
+        fresh_pipe.check_inputs("x", num_inference_steps=6)
+    with pytest.raises(OptionError, match="limits.max_seconds"):
+        Limits(max_seconds=0)
+
+
+def test_interrupt_and_time_limit_stop_a_call(tiny_pipe):
+    with pytest.raises(Interrupted):
+        tiny_pipe("x", seed=0, interrupt=lambda: True)
+    with pytest.raises(Interrupted, match="limits.max_seconds"):
+        tiny_pipe("x", seed=0, limits=Limits(max_seconds=1e-6))
+    steps = []
+
+    def interrupt():
+        return len(steps) >= 2
+
+    with pytest.raises(Interrupted):
+        tiny_pipe.generate_media(
+            "image",
+            torch.zeros(1, 77, 32),
+            [0],
+            seed=0,
+            num_inference_steps=50,
+            callback=lambda done, total: steps.append(done),
+            interrupt=interrupt,
+        )
+    assert steps == [1, 2]
+
+
+# -- context window ---------------------------------------------------------------------------------------------
+def test_context_length_is_checked(tiny_pipe):
+    with pytest.raises(ContextLengthError, match=r"more than the LLM's context of 1024") as err:
+        tiny_pipe("x", max_new_tokens=2000)
+    assert err.value.fields == ["prompt"] and err.value.window == 1024
+    with pytest.raises(ContextLengthError, match=r"prompt\[1\]"):
+        tiny_pipe(["short", "y" * 1100], max_new_tokens=2)
+
+
+def test_chat_drops_the_oldest_turns_to_fit():
+    pipe = AnyToAnyPipeline.from_pretrained("tiny")
+    pipe.set_progress_bar_config(disable=True)
+    chat = pipe.chat(seed=0, max_new_tokens=8)
+    for i in range(3):
+        chat.send(f"{i} " + "z" * 300)
+    assert chat.dropped_turns >= 2 and len(chat.turns) <= 4
+    assert chat.turns[-2].text.startswith("2 ")
+    with pytest.raises(ContextLengthError):
+        chat.send("w" * 2000)
+    with pytest.raises(OptionError, match="top_p"):
+        pipe.chat(top_p=0)
+
+
+# -- sampling at extreme temperatures ------------------------------------------------------------------------
+@pytest.mark.parametrize("temperature", [5e-324, 1e-300, 1e-30, 1e30, 1.7e308])
+def test_extreme_temperatures_sample_a_valid_token(temperature):
+    logits = torch.randn(40, generator=torch.Generator().manual_seed(0))
+    logits[5] = float("-inf")  # banned, as later signal tokens are
+    for top_p in (1.0, 0.5, 1e-300):
+        token = sample_next(logits, SamplingOptions(temperature=temperature, top_p=top_p), torch.Generator())
+        assert 0 <= token < 40 and token != 5
+
+
+# -- inputs: pixel limits before decoding ----------------------------------------------------------------------
+def test_decompression_bombs_are_refused_unread(fresh_pipe):
+    with pytest.raises(MediaError, match=r"8000x8000 = 64000000 pixels, more than the limit of 50000000"):
+        load_image(png_declaring(8000, 8000), name="images[0]")
+    with pytest.raises(MediaError, match=r"images\[0\].*too large to decode") as err:
+        load_image(png_declaring(14000, 14000), name="images[0]")
+    assert "object at 0x" not in str(err.value)
+    with pytest.raises(MediaError, match="too large to decode"):  # no limit of ours: PIL's own, mapped
+        load_image(png_declaring(10000, 10000), max_pixels=None)
+    with pytest.raises(MediaError, match="more than the limit of 1000"):
+        fresh_pipe("x", images=[png_declaring(40, 40)], limits=Limits(max_input_pixels=1000))
+    with pytest.raises(MediaError, match=r"images\[0\]") as err:
+        fresh_pipe("x", images=[b"not an image at all"])
+    assert "object at 0x" not in str(err.value) and "BytesIO" not in str(err.value)
+
+
+def test_video_frames_are_limited(tmp_path):
+    path = tmp_path / "clip.mp4"
+    Video(np.zeros((6, 16, 16, 3), np.uint8), 4.0).save(path)
+    assert Video.load(path).num_frames == 6
+    with pytest.raises(MediaError, match="16x16 = 256 pixels, more than the limit of 100"):
+        Video.load(path, max_pixels=100)
+    with pytest.raises(MediaError, match="more than 600 pixels in all its frames"):
+        Video.load(path, max_video_pixels=600)
+
+
+# -- valid calls are unchanged ---------------------------------------------------------------------------------
+# Recorded from the code before the options object existed (commit 88f61f4), with the same calls: the sha256 of
+# the answer's text, of each image's pixels, of each video's frames and of each waveform (first 16 hex digits).
+BEFORE = {
+    "text_image": {"text": "65d19099f7bc477d", "images": ["308631c138e5f1db"]},
+    "all_kinds": {
+        "text": "a4ecc162b32f46ec",
+        "images": ["8fd9b4895021279a"],
+        "videos": ["adbedf4a4fb133ad"],
+        "audios": ["9544b620b7ac8fc5"],
+    },
+    "options": {
+        "text": "83d544ccc223c057",
+        "images": ["58f78707d3a0fc4b"],
+        "videos": ["cd0a886673527495"],
+        "audios": ["5c5dc625c27b1e5e"],
+    },
+    "greedy_video": {"text": "b08b332f5c0550f0", "videos": ["6ba543a5b4b51739"]},
+    "inputs": {"text": "fc98e8972b6933f8"},
+    "generator": {"text": "cf7f18b3357e0c3c", "images": ["e0170e661286ad35"]},
+    "batch": [
+        {"text": "7f1ea272ec39de3f", "images": ["de90c5c0780b434b"]},
+        {"text": "7f1ea272ec39de3f", "images": ["8bd9ce5c0e6b168c"]},
+    ],
+    "chat": [{"text": "fe65f38595756633", "images": ["f9f5c853517ad916"]}, {"text": "fe65f38595756633"}],
+}
+
+
+def _h(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _summary(out) -> dict:
+    found = {
+        "text": _h(out.text.encode("utf-8", "surrogatepass")),
+        "images": [_h(np.ascontiguousarray(np.asarray(i)).tobytes()) for i in out.images],
+        "videos": [_h(np.ascontiguousarray(v.frames).tobytes()) for v in out.videos],
+        "audios": [_h(np.ascontiguousarray(a.waveform).tobytes()) for a in out.audios],
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+def test_valid_calls_give_what_they_gave_before(samples):
+    pipe = AnyToAnyPipeline.from_pretrained("tiny")
+    pipe.set_progress_bar_config(disable=True)
+    assets = samples / "assets"
+    calls = {
+        "text_image": lambda: pipe("a dog on a beach", output_modalities=("image",), seed=0),
+        "all_kinds": lambda: pipe(
+            "all of it", output_modalities=("image", "video", "audio"), seed=1, max_new_tokens=8
+        ),
+        "options": lambda: pipe(
+            "a cat",
+            output_modalities=("image", "audio"),
+            seed=3,
+            num_inference_steps={"image": 3, "audio": 2},
+            guidance_scale=1.0,
+            height=32,
+            width=32,
+            audio_length_in_s=0.5,
+            temperature=0.7,
+            top_p=0.8,
+            max_new_tokens=6,
+        ),
+        "greedy_video": lambda: pipe(
+            "a wave", output_modalities=("video",), seed=2, temperature=0, num_frames=3, max_new_tokens=5
+        ),
+        "inputs": lambda: pipe(
+            "what is this bird saying?",
+            images=[assets / "bird_image.jpg"],
+            audios=[assets / "bird_audio.wav"],
+            seed=4,
+            max_new_tokens=10,
+        ),
+        "generator": lambda: pipe(
+            "a tree",
+            output_modalities=("image",),
+            generator=torch.Generator().manual_seed(7),
+            max_new_tokens=6,
+        ),
+        "batch": lambda: pipe(["a cat", "a dog"], output_modalities=("image",), seed=5, max_new_tokens=6),
+    }
+    found = {}
+    for name, call in calls.items():
+        out = call()
+        found[name] = [_summary(o) for o in out] if isinstance(out, list) else _summary(out)
+    chat = pipe.chat(seed=6, max_new_tokens=6)
+    first = chat.send("hello", output_modalities=("image",))
+    second = chat.send("and again", audios=[assets / "bird_audio.wav"])
+    found["chat"] = [_summary(first), _summary(second)]
+    assert found == BEFORE
