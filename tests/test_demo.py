@@ -10,11 +10,12 @@ from PIL import Image
 
 from anygen.demo.backend import (
     Cancelled,
-    Options,
     ProgressSink,
     UploadLimits,
     as_seed,
+    call_options,
     control_defaults,
+    error_message,
     install_text_stream_shim,
     kind_of,
     load_upload,
@@ -25,7 +26,7 @@ from anygen.demo.backend import (
     stream_call,
     supports_on_text,
 )
-from anygen.errors import MediaError
+from anygen.errors import MediaError, OptionError
 from anygen.media import Audio, Video
 from anygen.output import AnyToAnyOutput
 
@@ -92,9 +93,21 @@ def test_upload_size_limit_and_accepted_kinds(png):
 
 def test_options_and_seed():
     assert as_seed(-1) is None and as_seed(None) is None and as_seed("") is None and as_seed(7.0) == 7
-    kw = Options(output_modalities=["image"], seed=3, num_inference_steps={"image": 2}).kwargs()
-    assert kw["output_modalities"] == ["image"] and kw["num_inference_steps"] == {"image": 2}
-    assert kw["guidance_scale"] is None and kw["seed"] == 3
+    opts = call_options(output_modalities=["image"], seed=3, num_inference_steps={"image": 2.0})
+    assert opts.output_modalities == ("image",) and opts.num_inference_steps == {"image": 2}
+    assert opts.guidance_scale is None and opts.seed == 3
+    # A bad control value is refused with a message naming it (what the chat and the API show).
+    for bad, field in [
+        (dict(num_inference_steps=2.5), "num_inference_steps"),
+        (dict(temperature=float("inf")), "temperature"),
+        (dict(audio_length_in_s=-1.0), "audio_length_in_s"),
+        (dict(guidance_scale={"image": float("nan")}), "guidance_scale.image"),
+    ]:
+        with pytest.raises(OptionError) as err:
+            call_options(**bad)
+        assert err.value.fields == [field] and error_message(err.value).startswith(f"Bad setting: {field}:")
+    with pytest.raises(OptionError, match="seed"):
+        as_seed(1.5)
 
 
 def test_control_defaults_follow_the_spec(tiny_pipe):

@@ -17,11 +17,11 @@ import gradio as gr
 
 from anygen.demo.backend import (
     MODALITIES,
-    Options,
     ProgressSink,
     Upload,
     UploadLimits,
     as_seed,
+    call_options,
     control_defaults,
     error_message,
     install_text_stream_shim,
@@ -31,7 +31,8 @@ from anygen.demo.backend import (
     stream_call,
     supports_on_text,
 )
-from anygen.errors import MediaError
+from anygen.errors import AnyGenError, MediaError
+from anygen.options import CallOptions, Limits
 
 CONCURRENCY_ID = "pipeline"  # every event that runs the pipeline shares this concurrency limit
 _TITLES = {"image": "Image output", "video": "Video output", "audio": "Audio output"}
@@ -67,9 +68,12 @@ class ChatSession:
 class DemoApp:
     """The callbacks, with the pipeline and settings they share."""
 
-    def __init__(self, pipe, *, limits: UploadLimits, output_dir: Path) -> None:
+    def __init__(
+        self, pipe, *, limits: UploadLimits, output_dir: Path, work_limits: Limits | None = None
+    ) -> None:
         self.pipe = pipe
         self.limits = limits
+        self.work_limits = work_limits if work_limits is not None else Limits.service()
         self.output_dir = output_dir
         self.inputs = pipe.input_modalities
         self.outputs = pipe.output_modalities
@@ -94,7 +98,7 @@ class DemoApp:
         uploads, errors = [], []
         for path in files:
             try:
-                uploads.append(load_upload(path, self.limits, self.inputs))
+                uploads.append(load_upload(path, self.limits, self.inputs, work_limits=self.work_limits))
             except MediaError as err:
                 errors.append(str(err))
         content: list[Any] = [text] if text else []
@@ -138,11 +142,17 @@ class DemoApp:
         request, session.pending = session.pending, None
         session.last, session.answered, session.busy = request, False, True
         try:
-            yield from self._answer(session, request, self.options(*controls), progress)
+            try:
+                options = self.options(*controls)
+            except AnyGenError as err:  # a control out of range: say which, keep serving
+                session.messages.append({"role": "assistant", "content": f"**Error.** {error_message(err)}"})
+                yield session.messages, session
+                return
+            yield from self._answer(session, request, options, progress)
         finally:
             session.busy = False
 
-    def _answer(self, session: ChatSession, request: Request, options: Options, progress):
+    def _answer(self, session: ChatSession, request: Request, options: CallOptions, progress):
         reply: dict[str, Any] = {"role": "assistant", "content": "…"}
         session.messages.append(reply)
         yield session.messages, session
@@ -152,7 +162,8 @@ class DemoApp:
             pass_on_text=self.on_text,
             text=request.text,
             **media_kwargs(request.uploads),
-            **options.kwargs(),
+            options=options,
+            limits=self.work_limits,
         )
         try:
             for event in events:
@@ -211,22 +222,23 @@ class DemoApp:
         audio_steps,
         audio_guidance,
         audio_length_in_s,
-    ) -> Options:
+    ) -> CallOptions:
+        """The controls as checked options (:class:`~anygen.errors.OptionError` names a bad one)."""
         values = {
             "image": (image_steps, image_guidance),
             "video": (video_steps, video_guidance),
             "audio": (audio_steps, audio_guidance),
         }
-        return Options(
+        return call_options(
             output_modalities=[m for m in want or [] if m in self.outputs],
             seed=as_seed(seed),
-            max_new_tokens=int(max_new_tokens),
-            temperature=float(temperature),
-            top_p=float(top_p),
-            num_inference_steps={m: int(values[m][0]) for m in self.outputs},
-            guidance_scale={m: float(values[m][1]) for m in self.outputs},
-            num_frames=int(num_frames) if "video" in self.outputs else None,
-            audio_length_in_s=float(audio_length_in_s) if "audio" in self.outputs else None,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            num_inference_steps={m: values[m][0] for m in self.outputs},
+            guidance_scale={m: values[m][1] for m in self.outputs},
+            num_frames=num_frames if "video" in self.outputs else None,
+            audio_length_in_s=audio_length_in_s if "audio" in self.outputs else None,
         )
 
     # -- API -------------------------------------------------------------------------------------------
@@ -247,35 +259,40 @@ class DemoApp:
         audio_length_in_s: float | None = None,
     ) -> tuple[str, str | None, str | None, str | None]:
         """One answer (no chat history): the text, then the first image, video and audio made (None if none)."""
+        try:  # the options first: a bad one is named before any upload is decoded
+            options = call_options(
+                output_modalities=output_modalities,
+                seed=as_seed(seed),
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                num_frames=num_frames,
+                audio_length_in_s=audio_length_in_s,
+            )
+        except AnyGenError as err:
+            raise gr.Error(error_message(err)) from None
         uploads = []
         for kind, path in (("image", image), ("audio", audio), ("video", video)):
             if path:
                 try:
-                    uploads.append(load_upload(_path_of(path), self.limits, self.inputs, kind=kind))
+                    uploads.append(
+                        load_upload(
+                            _path_of(path), self.limits, self.inputs, kind=kind, work_limits=self.work_limits
+                        )
+                    )
                 except MediaError as err:
                     raise gr.Error(str(err)) from None
-        options = Options(
-            output_modalities=list(output_modalities or []),
-            seed=as_seed(seed),
-            max_new_tokens=_maybe(int, max_new_tokens),
-            temperature=_maybe(float, temperature),
-            top_p=_maybe(float, top_p),
-            num_frames=_maybe(int, num_frames),
-            audio_length_in_s=_maybe(float, audio_length_in_s),
-        ).kwargs()
-        options["num_inference_steps"] = _maybe(int, num_inference_steps)
-        options["guidance_scale"] = _maybe(float, guidance_scale)
         try:
-            output = self.pipe(prompt or "", **media_kwargs(uploads), **options)
+            output = self.pipe(
+                prompt or "", **media_kwargs(uploads), options=options, limits=self.work_limits
+            )
         except Exception as err:  # AnyGenError: bad options; anything else: still answer readably
             raise gr.Error(error_message(err)) from None
         saved = save_media(output, self.output_dir / uuid.uuid4().hex)
         first = [str(saved[m][0]) if saved[m] else None for m in ("image", "video", "audio")]
         return output.text, first[0], first[1], first[2]
-
-
-def _maybe(kind, value):
-    return None if value is None or value == "" else kind(value)
 
 
 def _path_of(file: Any) -> str:
@@ -299,13 +316,16 @@ def build_demo(
     concurrency: int = 1,
     max_queue: int = 16,
     output_dir: str | Path | None = None,
+    work_limits: Limits | None = None,
 ) -> gr.Blocks:
-    """The app for ``pipe`` (queue set up; call ``.launch()``)."""
+    """The app for ``pipe`` (queue set up; call ``.launch()``). ``work_limits`` bound what one answer may ask
+    for (default :meth:`Limits.service() <anygen.options.Limits.service>`)."""
     if output_dir is None:
         output_dir = Path(tempfile.mkdtemp(prefix="anygen-demo-"))
         atexit.register(shutil.rmtree, output_dir, ignore_errors=True)
-    app = DemoApp(pipe, limits=limits or UploadLimits(), output_dir=Path(output_dir))
+    app = DemoApp(pipe, limits=limits or UploadLimits(), output_dir=Path(output_dir), work_limits=work_limits)
     d = app.defaults
+    cap = app.work_limits  # slider ranges end at the limits (the API's numbers are checked against them too)
     has = set(app.outputs)
     attach = ", ".join(app.inputs) or "nothing (text only)"
     with gr.Blocks(title=f"anygen · {pipe.spec.name}") as demo:
@@ -350,7 +370,7 @@ def build_demo(
                     temperature = gr.Slider(0.01, 2.0, value=d["temperature"], step=0.01, label="Temperature")
                     max_new_tokens = gr.Slider(
                         1,
-                        max(512, d["max_new_tokens"]),
+                        cap.max_new_tokens or max(512, d["max_new_tokens"]),
                         value=d["max_new_tokens"],
                         step=1,
                         label="Max new tokens",
@@ -360,7 +380,7 @@ def build_demo(
                     with gr.Accordion(_TITLES[m], open=False, visible=m in has):
                         steps = gr.Slider(
                             1,
-                            max(100, d.get(f"{m}_steps", 50)),
+                            cap.max_inference_steps or max(100, d.get(f"{m}_steps", 50)),
                             value=d.get(f"{m}_steps", 50),
                             step=1,
                             label="Inference steps",
@@ -377,12 +397,17 @@ def build_demo(
                         extra = None
                         if m == "video":
                             extra = gr.Slider(
-                                1, max(64, d.get("num_frames", 16)), value=d.get("num_frames", 16), step=1,
+                                1, cap.max_num_frames or max(64, d.get("num_frames", 16)),
+                                value=d.get("num_frames", 16), step=1,
                                 label="Frames",
                             )  # fmt: skip
                         if m == "audio":
                             extra = gr.Slider(
-                                0.5, 30.0, value=d.get("audio_length_in_s", 5.0), step=0.5, label="Length (s)"
+                                0.5,
+                                cap.max_audio_seconds or 30.0,
+                                value=d.get("audio_length_in_s", 5.0),
+                                step=0.5,
+                                label="Length (s)",
                             )
                     per_modality[m] = (steps, guidance, extra)
         controls = [
@@ -469,8 +494,11 @@ def launch(
     limits: UploadLimits | None = None,
     concurrency: int = 1,
     max_queue: int = 16,
+    work_limits: Limits | None = None,
 ) -> None:
-    demo = build_demo(pipe, limits=limits, concurrency=concurrency, max_queue=max_queue)
+    demo = build_demo(
+        pipe, limits=limits, concurrency=concurrency, max_queue=max_queue, work_limits=work_limits
+    )
     demo.launch(
         server_name=host,
         server_port=port,

@@ -6,17 +6,19 @@ Nothing here imports Gradio, so it is tested without it.
 from __future__ import annotations
 
 import inspect
+import math
 import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from anygen import media
-from anygen.errors import AnyGenError, MediaError
+from anygen.errors import AnyGenError, MediaError, OptionError
+from anygen.options import CallOptions, Limits
 from anygen.output import AnyToAnyOutput
 
 MODALITIES = ("image", "video", "audio")
@@ -74,11 +76,15 @@ def load_upload(
     accepted: Sequence[str] = MODALITIES,
     *,
     kind: str | None = None,
+    work_limits: Limits | None = None,
 ) -> Upload:
     """Check one uploaded file (kind, size, content) and decode it; :class:`MediaError` says what is wrong.
 
     ``kind`` (``"image"``, ``"audio"``, ``"video"``) is what the file must be; by default its name says.
+    Images and video frames larger than ``work_limits.max_input_pixels`` (default: :meth:`Limits.service`'s)
+    are refused before they are decoded.
     """
+    work_limits = work_limits if work_limits is not None else Limits.service()
     path = Path(path)
     name = path.name
     kind = kind or kind_of(path)
@@ -98,16 +104,25 @@ def load_upload(
     if size == 0:
         raise MediaError(f"{name} is empty; expected {_a(kind)} file.")
     try:
-        item = media.load_media(kind, path.read_bytes(), name=name)
+        item = media.load_media(
+            kind,
+            path.read_bytes(),
+            name=name,
+            max_pixels=work_limits.max_input_pixels,
+            max_video_pixels=work_limits.max_input_video_pixels,
+        )
     except MediaError as err:
         raise MediaError(f"{name} could not be read as {_a(kind)} file: {_detail(err, kind, name)}") from None
     return Upload(kind, path, name, item)
 
 
 def load_uploads(
-    paths: Sequence[str | Path], limits: UploadLimits = UploadLimits(), accepted: Sequence[str] = MODALITIES
+    paths: Sequence[str | Path],
+    limits: UploadLimits = UploadLimits(),
+    accepted: Sequence[str] = MODALITIES,
+    work_limits: Limits | None = None,
 ) -> list[Upload]:
-    return [load_upload(p, limits, accepted) for p in paths]
+    return [load_upload(p, limits, accepted, work_limits=work_limits) for p in paths]
 
 
 def media_kwargs(uploads: Sequence[Upload]) -> dict[str, list]:
@@ -128,40 +143,34 @@ def _detail(err: Exception, kind: str, name: str) -> str:
 # --------------------------------------------------------------------------- options
 
 
-@dataclass
-class Options:
-    """The demo's controls, turned into pipeline keyword arguments."""
-
-    output_modalities: list[str] = field(default_factory=list)
-    seed: int | None = None
-    max_new_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    num_inference_steps: dict[str, int] = field(default_factory=dict)
-    guidance_scale: dict[str, float] = field(default_factory=dict)
-    num_frames: int | None = None
-    audio_length_in_s: float | None = None
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(
-            output_modalities=list(self.output_modalities or []),
-            seed=self.seed,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            num_inference_steps=dict(self.num_inference_steps) or None,
-            guidance_scale=dict(self.guidance_scale) or None,
-            num_frames=self.num_frames,
-            audio_length_in_s=self.audio_length_in_s,
-        )
+def widget_number(value: Any) -> Any:
+    """A widget's number as the option takes it: ``None`` for an empty field, ``3`` for ``3.0`` (Gradio's
+    numbers are floats); anything else is left for :class:`~anygen.options.CallOptions` to check and name."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
 
 
 def as_seed(value: Any) -> int | None:
-    """A seed from a widget value: ``None``, empty or negative means random."""
-    if value is None or value == "":
+    """A seed from a widget value: ``None``, empty or negative means random; a fraction or text is an
+    :class:`~anygen.errors.OptionError` naming ``seed``."""
+    value = widget_number(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
         return None
-    seed = int(value)
-    return None if seed < 0 else seed
+    return CallOptions(seed=value).seed
+
+
+def call_options(**values: Any) -> CallOptions:
+    """The demo's controls as checked :class:`~anygen.options.CallOptions` (widget numbers converted, per
+    :func:`widget_number`; per-modality dicts as they are)."""
+    converted = {
+        k: ({m: widget_number(x) for m, x in v.items()} if isinstance(v, dict) else widget_number(v))
+        for k, v in values.items()
+        if k != "output_modalities"
+    }
+    return CallOptions.from_kwargs(output_modalities=list(values.get("output_modalities") or []), **converted)
 
 
 def control_defaults(pipe) -> dict[str, Any]:
@@ -358,7 +367,10 @@ def stream_call(
 
 
 def error_message(err: BaseException) -> str:
-    """What the chat says when a call fails."""
+    """What the chat says when a call fails: anygen's own message (for a bad option it names the option and
+    what it takes), else a short internal error."""
+    if isinstance(err, OptionError):
+        return f"Bad setting: {err}"
     if isinstance(err, AnyGenError):
         return str(err)
     return f"Internal error ({type(err).__name__}: {err}). The server is still running; try again."
