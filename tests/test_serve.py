@@ -22,6 +22,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 pytest.importorskip("ray.serve")
 
+from bombs import png_declaring  # noqa: E402
+
 from anygen.media import Audio, Video  # noqa: E402
 from anygen.serve.config import ServeConfig  # noqa: E402
 
@@ -168,6 +170,7 @@ def test_bad_requests_get_4xx_and_the_service_keeps_serving(service, samples):
     url = f"{service}/v1/generate"
     big = base64.b64encode(os.urandom(1_200_000)).decode()
     text_file = base64.b64encode(b"not an image at all").decode()
+    bomb = base64.b64encode(png_declaring(14000, 14000)).decode()  # 400 bytes, 196 M pixels once decoded
     cases = [
         (b'{"prompt": "a dog", ', 400, "bad_json", None),
         (b"[1, 2]", 422, "invalid_request", "<body>"),
@@ -180,7 +183,13 @@ def test_bad_requests_get_4xx_and_the_service_keeps_serving(service, samples):
         ({"prompt": "a dog", "images": ["%%% not base64 %%%"]}, 400, "bad_base64", "images[0]"),
         ({"prompt": "a dog", "audios": [big]}, 413, "media_too_large", "audios[0]"),
         ({"prompt": "a dog", "images": [text_file]}, 400, "bad_media", None),
-        ({"prompt": "   "}, 422, "invalid_request", None),
+        ({"prompt": "   "}, 422, "invalid_request", "prompt"),
+        (b'{"prompt": "a dog", "temperature": Infinity}', 422, "invalid_request", "temperature"),
+        ({"prompt": "a dog", "audio_length_in_s": 0.001}, 422, "invalid_request", "audio_length_in_s"),
+        ({"prompt": "a dog", "guidance_scale": {"image": 1, "bogus": 2}}, 422, "invalid_request", None),
+        ({"prompt": "a dog", "height": 2048, "width": 2048}, 422, "invalid_request", "height"),
+        ({"prompt": "a dog", "num_inference_steps": 0}, 422, "invalid_request", "num_inference_steps"),
+        ({"prompt": "a dog", "images": [bomb]}, 400, "bad_media", "images[0]"),
         (b'{"prompt": "' + b"x" * 3_100_000 + b'"}', 413, "body_too_large", None),
     ]
     for body, want_status, want_type, want_field in cases:
@@ -190,6 +199,9 @@ def test_bad_requests_get_4xx_and_the_service_keeps_serving(service, samples):
         assert error["type"] == want_type and error["status"] == want_status and error["message"]
         if want_field is not None:
             assert want_field in [f["field"] for f in error["fields"]], error
+        if want_status == 422:
+            assert error["fields"], error  # a 422 always names the field
+        assert "object at 0x" not in error["message"], error
     assert _request(url, method="GET")[0] == 405
     assert _request(f"{service}/v2/nothing")[0] == 404
     # Still serving.
@@ -234,3 +246,31 @@ def test_a_crashed_generator_replica_is_replaced(service):
             break
         time.sleep(2)
     assert status == 200 and out["audios"], out
+
+
+def test_a_request_whose_client_disconnects_is_cancelled(service):
+    """The client gives up on a long request: its generator stops at its next step, and the next request
+    does not wait behind it."""
+    cancelled_before = _replica_stats("image_generator")["cancelled"]
+    long = dict(
+        prompt="a very detailed city",
+        output_modalities=["image"],
+        only_requested=True,
+        seed=0,
+        max_new_tokens=2,
+        height=1024,
+        width=1024,
+        num_inference_steps=100,
+    )  # within the limits, minutes of work on this machine
+    with pytest.raises((TimeoutError, urllib.error.URLError)):
+        _request(f"{service}/v1/generate", long, timeout=8)
+    deadline = time.monotonic() + 60
+    while _replica_stats("image_generator")["cancelled"] == cancelled_before:
+        assert time.monotonic() < deadline, "the image generator never saw the request cancelled"
+        time.sleep(0.5)
+    started = time.monotonic()
+    status, out = _generate(service, prompt="a cat", output_modalities=["image"], seed=1, max_new_tokens=4)
+    assert status == 200 and out["images"]
+    assert time.monotonic() - started < 60
+    status, body = _request(f"{service}/healthz?deep=1")
+    assert status == 200 and set(body["deployments"].values()) == {"ok"}, body

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from anygen.cli import build_parser
+from anygen.errors import AnyGenError
 from anygen.serve.config import ServeConfig, ServeConfigError, load_config
 from anygen.serve.schema import GenerateRequest, RequestError, check_limits, decode_media, parse_request
 
@@ -92,7 +93,7 @@ def test_request_schema_refuses_unknown_options_and_bad_json():
     assert err.status == 400 and err.type == "bad_json"
     assert _error(b"[1, 2]").status == 422
     err = _error(b'{"prompt": "x", "seed": "3", "num_inference_steps": {"image": 0}}')
-    assert {f.field for f in err.fields} == {"seed", "num_inference_steps", "num_inference_steps.image"}
+    assert {f.field for f in err.fields} == {"seed", "num_inference_steps.image"}
     assert [f.field for f in _error(b"{}").fields] == ["prompt"]
     assert [f.field for f in _error(b'{"prompt": "x", "output_modalities": ["smell"]}').fields] == [
         "output_modalities[0]"
@@ -101,32 +102,41 @@ def test_request_schema_refuses_unknown_options_and_bad_json():
     assert body["status"] == 422 and body["fields"]
 
 
-def test_limits_and_pipeline_capabilities():
+def test_limits_and_pipeline_capabilities(tiny_pipe):
     limits = ServeConfig().limits
     kw = dict(inputs=["image"], outputs=["image", "audio"])
     check_limits(GenerateRequest(prompt="x", images=["a"], output_modalities=["image"]), limits, **kw)
-    bad = GenerateRequest(
+    bad = GenerateRequest(prompt="x", videos=["a"], images=["a"] * 5, output_modalities=["video"])
+    with pytest.raises(RequestError) as err:
+        check_limits(bad, limits, **kw)
+    assert {f.field for f in err.value.fields} == {"videos", "images", "output_modalities[0]"}
+    assert err.value.status == 422
+    # The work limits are the pipeline's own (anygen.options.Limits), checked before any model runs.
+    from anygen.serve.schema import option_error
+
+    work = limits.work_limits()
+    assert work.max_seconds == limits.request_timeout_s and work.max_inference_steps == 100
+    req = GenerateRequest(
         prompt="x" * 9000,
-        videos=["a"],
-        images=["a"] * 5,
-        output_modalities=["video"],
         max_new_tokens=10**6,
         num_inference_steps={"image": 1000},
         height=4096,
+        width=4096,
+        num_frames=1000,
+        audio_length_in_s=600.0,
     )
-    with pytest.raises(RequestError) as err:
-        check_limits(bad, limits, **kw)
-    fields = {f.field for f in err.value.fields}
+    with pytest.raises(AnyGenError) as err:
+        tiny_pipe.check_inputs(req.prompt, options=req.options, limits=work)
+    fields = {f.field for f in option_error(err.value).fields}
     assert fields == {
         "prompt",
-        "videos",
-        "images",
-        "output_modalities[0]",
         "max_new_tokens",
         "num_inference_steps.image",
         "height",
+        "width",
+        "num_frames",
+        "audio_length_in_s",
     }
-    assert err.value.status == 422
 
 
 def test_decode_media_base64_forms_and_limits():
@@ -218,3 +228,83 @@ def test_condition_then_generate_media_is_the_pipeline_call(tiny_pipe):
                 np.testing.assert_array_equal(a.waveform, b.waveform)
     with pytest.raises(Exception, match="seed or a torch.Generator"):
         tiny_pipe.generate_media("image", request.conditioning, request.owners)
+
+
+def _image_replica(limits=None):
+    pytest.importorskip("ray.serve")
+    from anygen.serve.deployments import GeneratorServer
+    from anygen.spec import load_spec
+
+    return GeneratorServer.func_or_class(load_spec("tiny"), "image", "cpu", 1, limits)
+
+
+def test_a_replica_stops_work_past_its_time_limit_or_when_its_caller_goes():
+    """The model thread is freed: a late request stops at its next denoising step (504), a cancelled one
+    (client disconnected) too, and the next request runs at once."""
+    import asyncio
+    import time
+
+    import torch
+
+    from anygen.options import Limits
+
+    replica = _image_replica(Limits())  # no step limit: only time and cancellation stop these
+    cond = torch.zeros(1, 77, 32)
+    endless = {"num_inference_steps": 5000}  # minutes of work if nothing stopped it
+
+    async def scenario():
+        t = time.monotonic()
+        late = await replica.generate(cond, [0], 0, endless, 0.5)
+        assert late["error"]["status"] == 504 and late["error"]["type"] == "timeout"
+        assert time.monotonic() - t < 20
+        task = asyncio.create_task(replica.generate(cond, [0], 0, endless, 600))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        t = time.monotonic()
+        quick = await replica.generate(cond, [0], 0, {"num_inference_steps": 1}, 600)
+        assert len(quick["files"]) == 1 and time.monotonic() - t < 20
+
+    asyncio.run(scenario())
+    stats = replica.stats()
+    assert stats["cancelled"] == 1 and stats["timeouts"] == 1 and stats["busy_s"] is None
+    assert replica.ping() == "ok"
+
+
+def test_ping_reports_a_replica_stuck_past_its_time_limit(monkeypatch):
+    import asyncio
+    import threading
+
+    import anygen.serve.deployments as deployments
+
+    replica = _image_replica()
+    release = threading.Event()
+    # One step that never reaches a point where it can stop (it ignores interrupt).
+    monkeypatch.setattr(replica.pipe, "generate_media", lambda *a, **k: release.wait(30) and [])
+    monkeypatch.setattr(deployments, "STUCK_GRACE_S", 0.2)
+
+    async def scenario():
+        task = asyncio.create_task(replica.generate(None, [0], 0, {}, 0.1))
+        await asyncio.sleep(0.8)
+        health = replica.ping()
+        release.set()
+        await task
+        return health
+
+    health = asyncio.run(scenario())
+    assert health.startswith("stuck: a call has run") and "past its time limit" in health
+    assert replica.ping() == "ok"
+
+
+def test_replica_errors_carry_the_fields():
+    import asyncio
+
+    import torch
+
+    replica = _image_replica()
+    cond = torch.zeros(1, 77, 32)
+    out = asyncio.run(replica.generate(cond, [0], 0, {"num_inference_steps": 1000}, 60))
+    assert out["error"]["status"] == 422 and out["error"]["fields"][0]["field"] == "num_inference_steps"
+    out = asyncio.run(replica.generate(cond, [0], 0, {"height": 65, "width": 64}, 60))
+    assert [f["field"] for f in out["error"]["fields"]] == ["height"]

@@ -49,17 +49,18 @@ def build_app(config: ServeConfig, spec: PipelineSpec | None = None):
     from anygen.serve.deployments import GeneratorServer, Ingress, LLMServer
 
     spec = spec if spec is not None else load_spec(config.pipeline)
+    limits = config.limits.work_limits()
     llm = LLMServer.options(name="llm", **config.llm.ray_options()).bind(
-        spec, config.llm.torch_device, config.llm.torch_threads
+        spec, config.llm.torch_device, config.llm.torch_threads, limits
     )
     generators = {}
     for modality in spec.outputs:
         cfg = config.generator(modality)
         generators[modality] = GeneratorServer.options(
             name=f"{modality}_generator", **cfg.ray_options()
-        ).bind(spec, modality, cfg.torch_device, cfg.torch_threads)
+        ).bind(spec, modality, cfg.torch_device, cfg.torch_threads, limits)
     return Ingress.options(name="ingress", **config.ingress.ray_options()).bind(
-        pipeline_info(spec, config), config.limits, llm, generators
+        pipeline_info(spec, config), config.limits, llm, generators, spec
     )
 
 

@@ -6,6 +6,7 @@ raises :class:`ServeConfigError` naming the field, e.g. ``generators.video.num_g
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from anygen.errors import AnyGenError
+from anygen.options import Limits
 from anygen.spec import format_validation_error
 
 Modality = Literal["image", "video", "audio"]
@@ -109,18 +111,32 @@ def _ingress_defaults() -> DeploymentConfig:
 
 
 class LimitsConfig(_Strict):
-    """What one ``POST /v1/generate`` may ask for; more is refused with a 4xx naming the field."""
+    """What one ``POST /v1/generate`` may ask for; more is refused with a 4xx naming the field.
+
+    The work limits (``max_prompt_chars`` to ``max_input_video_pixels``, and ``request_timeout_s``) are the
+    pipeline's own :class:`~anygen.options.Limits` (:meth:`work_limits`), checked before any model runs."""
 
     max_body_bytes: int = Field(64_000_000, ge=1, description="the whole JSON body (413 above)")
     max_media_bytes: int = Field(20_000_000, ge=1, description="one decoded input file (413 above)")
     max_media_items: int = Field(4, ge=0, description="inputs of each kind (images, audios, videos)")
     max_prompt_chars: int = Field(8_000, ge=1)
     max_new_tokens: int = Field(512, ge=1)
-    max_inference_steps: int = Field(200, ge=1)
+    max_inference_steps: int = Field(100, ge=1)
     max_image_side: int = Field(2048, ge=8, description="height and width, in pixels")
-    max_num_frames: int = Field(128, ge=1)
-    max_audio_seconds: float = Field(60.0, gt=0)
-    request_timeout_s: float = Field(600.0, gt=0, description="504 when the models take longer")
+    max_image_pixels: int = Field(1024 * 1024, ge=1, description="height x width of one image")
+    max_num_frames: int = Field(64, ge=1)
+    max_video_pixels: int = Field(576 * 320 * 64, ge=1, description="height x width x num_frames of a video")
+    max_audio_seconds: float = Field(30.0, gt=0)
+    max_input_pixels: int = Field(25_000_000, ge=1, description="one input image or video frame (400 above)")
+    max_input_video_pixels: int = Field(200_000_000, ge=1, description="all frames of one input video")
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="504 when the models take longer; the replicas then stop the request's work"
+    )
+
+    def work_limits(self) -> Limits:
+        """These limits as the pipeline's :class:`~anygen.options.Limits` (``max_seconds``: the timeout)."""
+        names = {f.name for f in dataclasses.fields(Limits)} - {"max_seconds"}
+        return Limits(**{name: getattr(self, name) for name in names}, max_seconds=self.request_timeout_s)
 
 
 class HTTPConfig(_Strict):

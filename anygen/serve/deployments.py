@@ -4,6 +4,11 @@ Each replica builds its part of the pipeline from the same :class:`~anygen.spec.
 pipeline's own code: :meth:`AnyToAnyPipeline.condition` on the LLM side, :meth:`AnyToAnyPipeline.generate_media`
 in a generator, so a seed gives the service the same output as a local ``pipe(...)`` call. A replica runs one
 model call at a time on its own thread; its event loop stays free for ``stats`` and health checks.
+
+A request's work stops when it is no longer wanted: each model call polls (at every token and denoising step)
+whether its caller was cancelled (the client disconnected, or the ingress gave up) or its time limit
+(``limits.request_timeout_s``) passed, so a stuck or abandoned request frees its replica. A call still running
+well past its time limit (one step that never ends) makes ``ping`` report the replica as stuck.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -20,19 +26,24 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from anygen.errors import AnyGenError, MediaError
+from anygen.errors import AnyGenError, Interrupted, MediaError
+from anygen.options import Limits
 from anygen.serve.config import LimitsConfig
 from anygen.serve.schema import (
     MEDIA_FIELDS,
+    FieldError,
     GenerateResponse,
     RequestError,
     check_limits,
     decode_media,
+    error_fields,
+    option_error,
     parse_request,
 )
 from anygen.spec import PipelineSpec
 
 logger = logging.getLogger("ray.serve")
+STUCK_GRACE_S = 30.0  # a call this long past its time limit is reported stuck by ping()
 
 
 class _Replica:
@@ -44,6 +55,7 @@ class _Replica:
         self.kind = kind
         self.counts: Counter[str] = Counter()
         self.started = time.time()
+        self._busy: tuple[float, float | None] | None = None  # (started, deadline) of the running call
         torch.set_num_threads(torch_threads)
         self._executor = ThreadPoolExecutor(
             max_workers=1,
@@ -52,9 +64,32 @@ class _Replica:
             initargs=(torch_threads,),
         )
 
-    async def _run(self, fn, *args, **kwargs):
+    async def _run(self, fn, timeout_s: float | None = None):
+        """``fn(interrupt)`` on the model thread. ``interrupt()`` turns True when this coroutine is cancelled
+        (the caller went away) or ``timeout_s`` (counted from now, queueing included) have passed; the
+        pipeline polls it and stops, so the thread is free for the next call."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        cancelled = threading.Event()
+        deadline = None if timeout_s is None else time.monotonic() + max(float(timeout_s), 0.0)
+
+        def interrupt() -> bool:
+            return cancelled.is_set() or (deadline is not None and time.monotonic() > deadline)
+
+        def work():
+            if interrupt():  # abandoned or expired while it waited for the thread
+                raise Interrupted("the request was abandoned or ran out of time before it started")
+            self._busy = (time.monotonic(), deadline)
+            try:
+                return fn(interrupt)
+            finally:
+                self._busy = None
+
+        try:
+            return await loop.run_in_executor(self._executor, work)
+        except asyncio.CancelledError:
+            cancelled.set()
+            self.counts["cancelled"] += 1
+            raise
 
     def stats(self) -> dict[str, Any]:
         """This replica's counters: ``calls`` (requests that reached it), ``failures``, its id and pid."""
@@ -67,11 +102,35 @@ class _Replica:
             "replica": replica,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 3),
-            **{k: self.counts[k] for k in ("calls", "failures")},
+            **{k: self.counts[k] for k in ("calls", "failures", "cancelled", "timeouts")},
+            "busy_s": None if self._busy is None else round(time.monotonic() - self._busy[0], 3),
         }
 
     def ping(self) -> str:
+        """``"ok"``, or ``"stuck: ..."`` when the running call is well past its time limit (it has not reached
+        a point where it can stop: one denoising step or decode that does not end)."""
+        busy = self._busy
+        if busy is not None and busy[1] is not None:
+            late = time.monotonic() - busy[1]
+            if late > STUCK_GRACE_S:
+                running = time.monotonic() - busy[0]
+                return f"stuck: a call has run {running:.0f} s, {late:.0f} s past its time limit"
         return "ok"
+
+    def _refused(self, err: AnyGenError) -> dict:
+        """A request the pipeline refused (or stopped), as the ``{"error": ...}`` the ingress answers with."""
+        self.counts["failures"] += 1
+        if isinstance(err, Interrupted):
+            self.counts["timeouts"] += 1
+            status, kind = 504, "timeout"
+        elif isinstance(err, MediaError):
+            status, kind = 400, "bad_media"
+        else:
+            status, kind = 422, "invalid_request"
+        fields = [{"field": f, "message": str(err)} for f in error_fields(err)]
+        if status == 422 and getattr(err, "problems", None):
+            fields = [{"field": f, "message": m} for f, m in err.problems]
+        return {"error": {"status": status, "type": kind, "message": str(err), "fields": fields}}
 
 
 @serve.deployment(name="llm")
@@ -79,11 +138,13 @@ class LLMServer(_Replica):
     """Encoders, input projectors, LLM and output projectors: a prompt in, the text and each kind of media's
     generator conditioning out."""
 
-    def __init__(self, spec: PipelineSpec, device: str = "cpu", torch_threads: int = 1):
+    def __init__(
+        self, spec: PipelineSpec, device: str = "cpu", torch_threads: int = 1, limits: Limits | None = None
+    ):
         from anygen.pipeline import AnyToAnyPipeline
 
         self._start("llm", torch_threads)
-        self.pipe = AnyToAnyPipeline(spec).to(device)
+        self.pipe = AnyToAnyPipeline(spec, limits=limits or Limits.service()).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         # Build this side's components now: the first request should not pay for it.
         _ = self.pipe.llm
@@ -93,25 +154,31 @@ class LLMServer(_Replica):
         for modality in spec.outputs:
             self.pipe.output_projector(modality)
 
-    async def condition(self, prompt: str, media: dict[str, list[bytes]], options: dict[str, Any]) -> dict:
+    async def condition(
+        self,
+        prompt: str,
+        media: dict[str, list[bytes]],
+        options: dict[str, Any],
+        timeout_s: float | None = None,
+    ) -> dict:
         """``{"text", "token_ids", "seed", "media": {modality: {"owners", "conditioning"}}}``, or
-        ``{"error": {...}}`` when the pipeline refuses the input (bad media: 400, other: 422)."""
+        ``{"error": {...}}`` when the pipeline refuses the input (bad media: 400, other: 422) or it ran out of
+        time (504)."""
         self.counts["calls"] += 1
         try:
             answer = await self._run(
-                self.pipe.condition,
-                prompt,
-                images=media.get("image", []),
-                audios=media.get("audio", []),
-                videos=media.get("video", []),
-                **options,
+                lambda interrupt: self.pipe.condition(
+                    prompt,
+                    images=media.get("image", []),
+                    audios=media.get("audio", []),
+                    videos=media.get("video", []),
+                    interrupt=interrupt,
+                    **options,
+                ),
+                timeout_s,
             )
-        except MediaError as err:
-            self.counts["failures"] += 1
-            return {"error": {"status": 400, "type": "bad_media", "message": str(err)}}
         except AnyGenError as err:
-            self.counts["failures"] += 1
-            return {"error": {"status": 422, "type": "invalid_request", "message": str(err)}}
+            return self._refused(err)
         except Exception:
             self.counts["failures"] += 1
             raise
@@ -131,19 +198,34 @@ class LLMServer(_Replica):
 class GeneratorServer(_Replica):
     """One generator (one modality): conditioning in, encoded media files out (PNG, MP4 or WAV bytes)."""
 
-    def __init__(self, spec: PipelineSpec, modality: str, device: str = "cpu", torch_threads: int = 1):
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        modality: str,
+        device: str = "cpu",
+        torch_threads: int = 1,
+        limits: Limits | None = None,
+    ):
         from anygen.pipeline import AnyToAnyPipeline
 
         self._start(f"{modality}_generator", torch_threads)
         self.modality = modality
-        self.pipe = AnyToAnyPipeline(spec).to(device)
+        self.pipe = AnyToAnyPipeline(spec, limits=limits or Limits.service()).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.pipe.generator(modality)  # built now, and only this one
         self._failures_to_inject = 0
         self._crash = False
 
-    async def generate(self, conditioning, owners: list[int], seed: int, options: dict[str, Any]) -> dict:
-        """``{"files": [PNG/MP4/WAV bytes, one per row]}``, or ``{"error": {...}}`` (422) for bad options."""
+    async def generate(
+        self,
+        conditioning,
+        owners: list[int],
+        seed: int,
+        options: dict[str, Any],
+        timeout_s: float | None = None,
+    ) -> dict:
+        """``{"files": [PNG/MP4/WAV bytes, one per row]}``, or ``{"error": {...}}`` (422 for bad options, 504
+        when it ran out of time)."""
         from anygen.serve.codec import encode_media
 
         self.counts["calls"] += 1
@@ -154,14 +236,15 @@ class GeneratorServer(_Replica):
                     os._exit(1)
                 raise RuntimeError(f"{self.kind}: injected failure (fail_next)")
 
-            def work() -> list[bytes]:
-                made = self.pipe.generate_media(self.modality, conditioning, owners, seed=seed, **options)
+            def work(interrupt) -> list[bytes]:
+                made = self.pipe.generate_media(
+                    self.modality, conditioning, owners, seed=seed, interrupt=interrupt, **options
+                )
                 return [encode_media(self.modality, item) for item in made]
 
-            return {"files": await self._run(work)}
-        except AnyGenError as err:  # the request's options do not suit this generator
-            self.counts["failures"] += 1
-            return {"error": {"status": 422, "type": "invalid_request", "message": str(err)}}
+            return {"files": await self._run(work, timeout_s)}
+        except AnyGenError as err:  # the request's options do not suit this generator, or time ran out
+            return self._refused(err)
         except Exception:
             self.counts["failures"] += 1
             raise
@@ -171,6 +254,11 @@ class GeneratorServer(_Replica):
         ``crash=True``, kill the replica's process, which Ray Serve then replaces)."""
         self._failures_to_inject = n
         self._crash = crash
+
+
+def _replica_error(e: dict[str, Any], prefix: str = "") -> RequestError:
+    fields = [FieldError(**f) for f in e.get("fields") or []]
+    return RequestError(e["status"], e["type"], prefix + e["message"], fields)
 
 
 def _error_response(err: RequestError) -> JSONResponse:
@@ -197,11 +285,22 @@ def _backend_error(what: str, err: BaseException) -> RequestError:
 class Ingress:
     """The HTTP API: ``POST /v1/generate``, ``GET /healthz``, ``GET /v1/pipelines``, ``GET /v1/stats``."""
 
-    def __init__(self, info: dict[str, Any], limits: LimitsConfig, llm, generators: dict[str, Any]):
+    def __init__(
+        self,
+        info: dict[str, Any],
+        limits: LimitsConfig,
+        llm,
+        generators: dict[str, Any],
+        spec: PipelineSpec | None = None,
+    ):
+        from anygen.pipeline import AnyToAnyPipeline
+
         self.info = info
         self.limits = limits
         self.llm = llm
         self.generators = generators
+        # The pipeline's own checks of a request, before it reaches a model (no model is built here).
+        self.pipe = AnyToAnyPipeline(spec, limits=limits.work_limits()) if spec is not None else None
         self.calls: Counter[str] = Counter()  # requests this ingress sent to each deployment
         self.responses: Counter[str] = Counter()  # responses by status code
 
@@ -225,6 +324,9 @@ class Ingress:
             if request.method != method:
                 raise RequestError(405, "method_not_allowed", f"{path} takes {method}, not {request.method}")
             response = await handler(request)
+        except asyncio.CancelledError:  # the client went away: the replicas' work is cancelled with it
+            self.responses["cancelled"] += 1
+            raise
         except RequestError as err:
             response = _error_response(err)
         except Exception as err:  # a bug here: still a JSON 500, and the next request is served
@@ -244,8 +346,8 @@ class Ingress:
                 *(asyncio.wait_for(_response(h.ping.remote()), 10) for h in names.values()),
                 return_exceptions=True,
             )
-            body["deployments"] = {
-                n: "ok" if r == "ok" else f"error: {type(r).__name__}"
+            body["deployments"] = {  # "ok", "stuck: ..." (a call past its time limit), or the error
+                n: r if isinstance(r, str) else f"error: {type(r).__name__}"
                 for n, r in zip(names, results, strict=True)
             }
             if any(v != "ok" for v in body["deployments"].values()):
@@ -268,6 +370,13 @@ class Ingress:
         body = await self._read_body(request)
         req = parse_request(body)
         check_limits(req, self.limits, inputs=self.info["inputs"], outputs=self.info["outputs"])
+        if self.pipe is not None:
+            try:
+                self.pipe.check_inputs(
+                    req.prompt, images=req.images, audios=req.audios, videos=req.videos, options=req.options
+                )
+            except AnyGenError as err:
+                raise option_error(err) from None
         media = {
             modality: [
                 decode_media(value, f"{name}[{i}]", self.limits.max_media_bytes)
@@ -283,34 +392,37 @@ class Ingress:
         self.calls["llm"] += 1
         try:
             answer = await asyncio.wait_for(
-                _response(self.llm.condition.remote(req.prompt, media, req.llm_options())), timeout
+                _response(self.llm.condition.remote(req.prompt, media, req.llm_options(), timeout)), timeout
             )
         except Exception as err:
             raise _backend_error("LLM", err) from None
         timings["llm"] = _ms(t0)
         if "error" in answer:
-            e = answer["error"]
-            raise RequestError(e["status"], e["type"], e["message"])
+            raise _replica_error(answer["error"])
 
         # 2. Only the generators the answer needs, concurrently.
         async def generate(modality: str, part: dict[str, Any]) -> list[bytes]:
             t = time.perf_counter()
             self.calls[modality] += 1
+            left = max(timeout - (time.perf_counter() - started), 1e-3)
             try:
                 made = await asyncio.wait_for(
                     _response(
                         self.generators[modality].generate.remote(
-                            part["conditioning"], part["owners"], answer["seed"], req.generator_options()
+                            part["conditioning"],
+                            part["owners"],
+                            answer["seed"],
+                            req.generator_options(),
+                            left,
                         )
                     ),
-                    max(timeout - (time.perf_counter() - started), 1e-3),
+                    left,
                 )
             except Exception as err:
                 raise _backend_error(f"{modality} generator", err) from None
             timings[modality] = _ms(t)
             if "error" in made:
-                e = made["error"]
-                raise RequestError(e["status"], e["type"], f"{modality} generator: {e['message']}")
+                raise _replica_error(made["error"], f"{modality} generator: ")
             return made["files"]
 
         parts = answer["media"]

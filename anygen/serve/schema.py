@@ -1,8 +1,10 @@
 """The HTTP API's request and response bodies (JSON).
 
 ``POST /v1/generate`` takes a :class:`GenerateRequest`; an unknown field is an error (HTTP 422), not ignored,
-so a misspelt option never silently falls back to a default. Media go both ways as base64 strings (a
-``data:<mime>;base64,`` prefix is accepted on input): images as PNG, videos as MP4, audio as WAV on output.
+so a misspelt option never silently falls back to a default. The options are checked by
+:class:`~anygen.options.CallOptions`, the same rules as ``pipe(...)``: a bad one is a 422 whose ``fields`` name
+it. Media go both ways as base64 strings (a ``data:<mime>;base64,`` prefix is accepted on input): images as
+PNG, videos as MP4, audio as WAV on output.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import binascii
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from anygen.errors import AnyGenError, MediaError, OptionError
+from anygen.options import CallOptions
 
 Modality = Literal["image", "video", "audio"]
 MEDIA_FIELDS = {"image": "images", "audio": "audios", "video": "videos"}
 MEDIA_MIME = {"image": "image/png", "video": "video/mp4", "audio": "audio/wav"}
 
-PositiveInt = Annotated[int, Field(ge=1)]
-PerModality = dict[Modality, Any]
+# An option: its type and range are checked by anygen.options.CallOptions (the pipeline's own rules).
+Option = Annotated[Any, Field(None)]
 
 
 class GenerateRequest(BaseModel):
@@ -31,42 +36,38 @@ class GenerateRequest(BaseModel):
     images: list[str] = Field(default_factory=list, description="base64 image files (PNG, JPEG, ...)")
     audios: list[str] = Field(default_factory=list, description="base64 audio files (WAV, FLAC, MP3, ...)")
     videos: list[str] = Field(default_factory=list, description="base64 video files (MP4, WebM, ...)")
-    output_modalities: list[Modality] = Field(
-        default_factory=list, description="kinds of media the answer must include"
+    output_modalities: Any = Field(
+        default_factory=list, description="kinds of media the answer must include (image, video, audio)"
     )
-    only_requested: bool = False
-    seed: int | None = Field(None, ge=0, lt=2**62, description="same seed, same output (drawn when absent)")
-    max_new_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
-    num_inference_steps: PositiveInt | dict[Modality, PositiveInt] | None = None
-    guidance_scale: float | dict[Modality, float] | None = None
-    height: int | None = Field(None, ge=8, multiple_of=8)
-    width: int | None = Field(None, ge=8, multiple_of=8)
-    num_frames: int | None = Field(None, ge=1)
-    audio_length_in_s: float | None = Field(None, gt=0)
+    only_requested: Any = Field(False, description="true: the answer makes no other kind of media")
+    seed: Option = Field(None, description="0..2**63-1; same seed, same output (drawn when absent)")
+    max_new_tokens: Option = Field(None, description="integer >= 1")
+    temperature: Option = Field(None, description="finite number >= 0 (0: greedy)")
+    top_p: Option = Field(None, description="number in (0, 1]")
+    num_inference_steps: Option = Field(None, description="integer >= 1, or a dict per modality")
+    guidance_scale: Option = Field(None, description="finite number >= 0, or a dict per modality")
+    height: Option = Field(None, description="pixels, with width; a multiple of the generator's VAE factor")
+    width: Option = Field(None, description="pixels, with height")
+    num_frames: Option = Field(None, description="integer >= 1")
+    audio_length_in_s: Option = Field(None, description="seconds, > 0")
+    _options: CallOptions | None = PrivateAttr(None)
+
+    @property
+    def options(self) -> CallOptions:
+        """The request's options, checked (:class:`~anygen.errors.OptionError` naming each bad one)."""
+        if self._options is None:
+            self._options = CallOptions.from_kwargs(
+                **{name: getattr(self, name) for name in CallOptions.names() if name != "generator"}
+            )
+        return self._options
 
     def llm_options(self) -> dict[str, Any]:
         """Arguments of ``AnyToAnyPipeline.condition`` (less the prompt and media)."""
-        return {
-            "output_modalities": list(self.output_modalities),
-            "only_requested": self.only_requested,
-            "seed": self.seed,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-        }
+        return {k: v for k, v in self.options.llm_kwargs().items() if k != "generator"}
 
     def generator_options(self) -> dict[str, Any]:
         """Arguments of ``AnyToAnyPipeline.generate_media`` (the generators' call options)."""
-        return {
-            "num_inference_steps": self.num_inference_steps,
-            "guidance_scale": self.guidance_scale,
-            "height": self.height,
-            "width": self.width,
-            "num_frames": self.num_frames,
-            "audio_length_in_s": self.audio_length_in_s,
-        }
+        return self.options.generator_kwargs()
 
 
 class GenerateResponse(BaseModel):
@@ -123,12 +124,42 @@ def _field_name(loc: tuple) -> str:
     return ".".join(parts).replace(".[", "[") or "<body>"
 
 
+def error_fields(err: AnyGenError) -> list[str]:
+    """The request fields an error from the pipeline is about (never empty): the options an
+    :class:`~anygen.errors.OptionError` names, the input a :class:`~anygen.errors.MediaError` names, else the
+    ``name:`` its message starts with."""
+    fields = list(getattr(err, "fields", None) or [])
+    if not fields and isinstance(err, MediaError):
+        fields = re.findall(r"\b((?:images|audios|videos)\[\d+\])", str(err))[:1]
+    if not fields:
+        match = re.match(r"([A-Za-z_]\w*(?:\[\d+\])?(?:\.\w+)?): ", str(err))
+        if match and (match.group(1).split("[")[0].split(".")[0] in GenerateRequest.model_fields):
+            fields = [match.group(1)]
+    return [_public_field(f) for f in fields] or ["<body>"]
+
+
+def _public_field(name: str) -> str:
+    """``prompt[0]`` (the pipeline's batch index) is ``prompt`` in a request of one prompt."""
+    return "prompt" if re.fullmatch(r"prompt\[\d+\]", name) else name
+
+
+def option_error(err: AnyGenError) -> RequestError:
+    """A 422 for an option (or prompt) the pipeline refuses, naming each field."""
+    problems = getattr(err, "problems", None) or [(f, str(err)) for f in error_fields(err)]
+    if isinstance(err, OptionError):
+        fields = [FieldError(field=_public_field(name), message=message) for name, message in problems]
+    else:
+        fields = [FieldError(field=f, message=str(err)) for f in error_fields(err)]
+    return RequestError(422, "invalid_request", f"invalid request: {err}", fields)
+
+
 def parse_request(body: bytes) -> GenerateRequest:
-    """The request in a JSON ``body``: 400 for malformed JSON, 422 naming each bad or unknown field."""
+    """The request in a JSON ``body``: 400 for malformed JSON, 422 naming each bad or unknown field (the
+    options checked as ``pipe(...)`` checks them)."""
     from pydantic import ValidationError
 
     try:
-        return GenerateRequest.model_validate_json(body)
+        request = GenerateRequest.model_validate_json(body)
     except ValidationError as err:
         errors = err.errors(include_url=False)
         if any(e["type"] == "json_invalid" for e in errors):
@@ -154,6 +185,11 @@ def parse_request(body: bytes) -> GenerateRequest:
             f"invalid request: {summary}",
             [FieldError(field=k, message=v) for k, v in fields.items()],
         ) from None
+    try:
+        request.options  # noqa: B018 - checks them
+    except OptionError as err:
+        raise option_error(err) from None
+    return request
 
 
 def check_limits(
@@ -163,17 +199,13 @@ def check_limits(
     inputs: list[str],
     outputs: list[str],
 ) -> None:
-    """422 naming the field when ``request`` asks for more than ``limits`` or for what the pipeline lacks."""
+    """422 naming the field when ``request`` sends more inputs than ``limits`` allow or asks for what the
+    pipeline lacks. (The options' own limits are :class:`~anygen.options.Limits`, checked by the pipeline.)"""
     problems: list[FieldError] = []
 
     def bad(field: str, message: str) -> None:
         problems.append(FieldError(field=field, message=message))
 
-    if len(request.prompt) > limits.max_prompt_chars:
-        bad(
-            "prompt",
-            f"{len(request.prompt)} characters, more than limits.max_prompt_chars={limits.max_prompt_chars}",
-        )
     for modality, name in MEDIA_FIELDS.items():
         items = getattr(request, name)
         if items and modality not in inputs:
@@ -183,27 +215,12 @@ def check_limits(
             )
         if len(items) > limits.max_media_items:
             bad(name, f"{len(items)} items, more than limits.max_media_items={limits.max_media_items}")
-    for i, modality in enumerate(request.output_modalities):
+    for i, modality in enumerate(request.options.output_modalities):
         if modality not in outputs:
             bad(
                 f"output_modalities[{i}]",
                 f"{modality!r} is not an output of this pipeline (it makes: {', '.join(outputs) or 'text only'})",
             )
-    if request.max_new_tokens is not None and request.max_new_tokens > limits.max_new_tokens:
-        bad("max_new_tokens", f"more than limits.max_new_tokens={limits.max_new_tokens}")
-    steps = request.num_inference_steps
-    for key, value in steps.items() if isinstance(steps, dict) else [(None, steps)]:
-        if value is not None and value > limits.max_inference_steps:
-            field = "num_inference_steps" + (f".{key}" if key else "")
-            bad(field, f"more than limits.max_inference_steps={limits.max_inference_steps}")
-    for name in ("height", "width"):
-        value = getattr(request, name)
-        if value is not None and value > limits.max_image_side:
-            bad(name, f"more than limits.max_image_side={limits.max_image_side}")
-    if request.num_frames is not None and request.num_frames > limits.max_num_frames:
-        bad("num_frames", f"more than limits.max_num_frames={limits.max_num_frames}")
-    if request.audio_length_in_s is not None and request.audio_length_in_s > limits.max_audio_seconds:
-        bad("audio_length_in_s", f"more than limits.max_audio_seconds={limits.max_audio_seconds}")
     if problems:
         summary = "; ".join(f"{p.field}: {p.message}" for p in problems)
         raise RequestError(422, "invalid_request", f"invalid request: {summary}", problems)
