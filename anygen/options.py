@@ -291,9 +291,9 @@ class CallOptions:
         if (self.height is None) != (self.width is None):
             given, missing = ("height", "width") if self.width is None else ("width", "height")
             problems.add(
-                missing,
-                f"give height and width together ({given} alone would be dropped: diffusers then makes the "
-                "model's own size)",
+                given,
+                f"given without {missing}; give height and width together ({given} alone would be dropped: "
+                "diffusers then makes the model's own size)",
             )
         problems.raise_if_any()
         for name, value in values.items():
