@@ -197,6 +197,18 @@ class PipelineSpec(_Node):
         if len(set(names)) != len(names):
             raise SpecError(f"{source}: signal token names repeat across outputs: {names}")
         self._check_widths(source)
+        self._check_defaults(source)
+
+    def _check_defaults(self, source: str) -> None:
+        """``llm.defaults`` and each generator's ``defaults``: known keys only, values by the call options' rules
+        (so ``anygen info`` and loading a spec catch what would otherwise fail at generation)."""
+        from anygen import widths
+        from anygen.options import check_spec_defaults
+
+        try:
+            check_spec_defaults(self, {m: widths.generator_geometry(self, m) for m in self.outputs})
+        except SpecError as err:
+            raise SpecError(f"{source}: {err}") from None
 
     def _check_widths(self, source: str) -> None:
         from anygen import widths

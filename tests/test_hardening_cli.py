@@ -176,8 +176,14 @@ def test_anygen_info_catches_what_generation_crashed_on(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(spec))
     _one_line_error(anygen("info", str(bad), "--no-params"), "llm.hidden_layer=7", "-3..2")
-    # Several problems at once (pydantic lists one per line): still one line, naming each field.
     spec["llm"]["hidden_layer"] = -1
+    spec["outputs"]["image"]["generator"]["defaults"]["bogus"] = 3
+    bad.write_text(yaml.safe_dump(spec))
+    _one_line_error(
+        anygen("info", str(bad), "--no-params"), "outputs.image.generator.defaults.bogus: unknown"
+    )
+    del spec["outputs"]["image"]["generator"]["defaults"]["bogus"]
+    # Several problems at once (pydantic lists one per line): still one line, naming each field.
     spec["llm"]["temprature"] = 0.3
     spec["outputs"]["image"]["projector"]["nheads"] = 3
     bad.write_text(yaml.safe_dump(spec))

@@ -160,3 +160,24 @@ def test_bundled_name_wins_over_a_folder_of_that_name(tiny_dict, tmp_path, monke
     assert load_spec("tiny").name == "tiny"
     for path_like in ("./tiny", str(tmp_path / "tiny"), tmp_path / "tiny"):
         assert load_spec(path_like).name == "mine", path_like
+
+
+@pytest.mark.parametrize(
+    "node, defaults, field",
+    [
+        ("llm", {"max_new_token": 8}, r"llm\.defaults\.max_new_token: unknown option"),
+        (
+            "image",
+            {"num_inference_step": 2},
+            r"outputs\.image\.generator\.defaults\.num_inference_step: unknown",
+        ),
+        ("image", {"num_frames": 8}, r"outputs\.image\.generator\.defaults\.num_frames: unknown option"),
+        ("audio", {"bogus": 3}, r"outputs\.audio\.generator\.defaults\.bogus: unknown option"),
+        ("video", {"num_inference_steps": 0}, r"outputs\.video\.generator\.defaults\.num_inference_steps"),
+    ],
+)
+def test_unknown_or_bad_defaults_are_caught_when_the_spec_is_read(tiny_dict, node, defaults, field):
+    target = tiny_dict["llm"] if node == "llm" else tiny_dict["outputs"][node]["generator"]
+    target["defaults"] = {**target.get("defaults", {}), **defaults}
+    with pytest.raises(SpecError, match=field):
+        PipelineSpec.from_dict(tiny_dict)
