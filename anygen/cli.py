@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 @command("generate")
 def _generate(args: argparse.Namespace) -> int:
     from anygen.devices import check_device
+    from anygen.options import CallOptions
     from anygen.output import saved_outputs
     from anygen.pipeline import AnyToAnyPipeline
 
@@ -140,30 +141,27 @@ def _generate(args: argparse.Namespace) -> int:
             if not Path(path).is_file():
                 raise AnyGenError(f"--{kind} {path}: no such file")
     device = check_device(args.device, where="--device")
+    options = CallOptions.from_kwargs(  # checked here, before the output folder or any model
+        output_modalities=args.want,
+        only_requested=args.only_requested,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        height=args.height,
+        width=args.width,
+        num_frames=args.num_frames,
+        audio_length_in_s=args.audio_length,
+    )
     with _output_folder(Path(args.out), args.overwrite) as folder:
         if args.threads is not None:
             import torch
 
             torch.set_num_threads(args.threads)
         pipe = AnyToAnyPipeline.from_pretrained(args.pipeline).to(device)
-        out = pipe(
-            prompt,
-            images=args.image,
-            audios=args.audio,
-            videos=args.video,
-            output_modalities=args.want,
-            only_requested=args.only_requested,
-            seed=args.seed,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance_scale,
-            height=args.height,
-            width=args.width,
-            num_frames=args.num_frames,
-            audio_length_in_s=args.audio_length,
-        )
+        out = pipe(prompt, images=args.image, audios=args.audio, videos=args.video, options=options)
         try:
             for stale in saved_outputs(folder):  # an earlier answer (--overwrite): no stale image_0.png stays
                 stale.unlink()

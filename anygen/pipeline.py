@@ -22,7 +22,7 @@ from anygen import builders, media, widths
 from anygen.errors import AnyGenError, ContextLengthError, Interrupted, OptionError
 from anygen.generation import SamplingOptions, SignalOutput, generate, strip_stop
 from anygen.llm import LanguageModel
-from anygen.options import ALL_GENERATOR_OPTIONS, CallOptions, Limits, check_call, check_spec_defaults
+from anygen.options import ALL_GENERATOR_OPTIONS, CallOptions, Limits, check_call
 from anygen.output import AnyToAnyOutput
 from anygen.prompt import MediaSlot, Turn, conversation_segments
 from anygen.spec import MODALITIES, SPEC_FILENAME, PipelineSpec, load_spec
@@ -61,8 +61,9 @@ class AnyToAnyPipeline:
         self._dtype: torch.dtype | None = None
         self._components: dict[str, Any] = {}
         self._progress: dict[str, Any] = {}
+        # What each generator can make and its defaults, from configs (the spec's defaults were checked by
+        # PipelineSpec against the same rules as a call's options).
         self._geometry = {m: widths.generator_geometry(spec, m) for m in spec.outputs}
-        check_spec_defaults(spec, self._geometry)
         self._gen_defaults = {m: widths.generator_defaults(spec, m) for m in spec.outputs}
 
     # -- construction, saving -------------------------------------------------------------------------

@@ -421,3 +421,29 @@ def test_valid_calls_give_what_they_gave_before(samples):
     second = chat.send("and again", audios=[assets / "bird_audio.wav"])
     found["chat"] = [_summary(first), _summary(second)]
     assert found == BEFORE
+
+
+# -- the CLI: the same options, one line and exit 2 before anything is written -------------------------------
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--steps", "0"], "num_inference_steps: expected an integer >= 1, got 0"),
+        (["--height", "65", "--width", "64"], "height: 65 is not a multiple of 8"),
+        (["--height", "64"], "height: given without width"),
+        (["--guidance-scale", "nan"], "guidance_scale: expected a finite number >= 0"),
+        (["--temperature", "inf"], "temperature"),
+        (["--audio-length", "0"], "audio_length_in_s"),
+        (["--audio-length", "0.001"], "audio_length_in_s: 0.001 s is shorter"),
+        (["--num-frames", "0"], "num_frames"),
+        (["--seed", str(2**64)], "seed: expected an integer in 0..2**63-1"),
+        (["--max-new-tokens", "5000"], "more than the LLM's context of 1024"),
+    ],
+)
+def test_cli_options_are_checked_before_generating(tmp_path, capsys, args, fragment):
+    from anygen.cli import main
+
+    out = tmp_path / "o"
+    assert main(["generate", "a dog", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("anygen: error: ") and fragment in err[0], err
+    assert not out.exists()
