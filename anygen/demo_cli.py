@@ -39,6 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-image-mb", type=_positive_float, default=20.0, help="image upload limit (MB)")
     parser.add_argument("--max-audio-mb", type=_positive_float, default=50.0, help="audio upload limit (MB)")
     parser.add_argument("--max-video-mb", type=_positive_float, default=200.0, help="video upload limit (MB)")
+    # What one answer may ask for (anygen.options.Limits.service() by default): more is refused, naming the option.
+    parser.add_argument("--max-steps", type=_positive_int, default=100, help="denoising steps (default: 100)")
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=512, help="tokens (default: 512)")
+    parser.add_argument(
+        "--max-prompt-chars", type=_positive_int, default=8000, help="characters of a message (default: 8000)"
+    )
+    parser.add_argument(
+        "--time-limit", type=_positive_float, default=300.0, help="seconds one answer may take (default: 300)"
+    )
 
 
 def register(subparsers) -> None:
@@ -61,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     from anygen.demo.app import launch
     from anygen.demo.backend import UploadLimits
+    from anygen.options import Limits
     from anygen.pipeline import AnyToAnyPipeline
 
     if args.threads:
@@ -80,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
         limits=limits,
         concurrency=args.concurrency,
         max_queue=args.max_queue,
+        work_limits=Limits.service(
+            max_inference_steps=args.max_steps,
+            max_new_tokens=args.max_new_tokens,
+            max_prompt_chars=args.max_prompt_chars,
+            max_seconds=args.time_limit,
+        ),
     )
     return 0
 

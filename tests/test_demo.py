@@ -236,3 +236,35 @@ def test_cli_parser_defaults_are_safe():
     assert (args.pipeline, args.host, args.port, args.share) == ("x.yaml", "0.0.0.0", 9000, True)
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--concurrency", "0"])
+
+
+def test_demo_limits_default_to_the_service_limits_and_refuse_naming_the_field(tmp_path):
+    from anygen.demo_cli import register
+    from anygen.options import Limits
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["demo"])
+    service = Limits.service()
+    assert (args.max_steps, args.max_new_tokens, args.max_prompt_chars, args.time_limit) == (
+        service.max_inference_steps,
+        service.max_new_tokens,
+        service.max_prompt_chars,
+        service.max_seconds,
+    )
+    gr = pytest.importorskip("gradio")
+    from anygen import AnyToAnyPipeline
+    from anygen.demo.app import DemoApp
+
+    app = DemoApp(AnyToAnyPipeline.from_pretrained("tiny"), limits=UploadLimits(), output_dir=tmp_path)
+    for kwargs, field in [
+        (dict(num_inference_steps=100_000), "num_inference_steps"),
+        (dict(temperature=float("inf")), "temperature"),
+        (dict(num_frames=2.5), "num_frames"),
+        (dict(seed=1.5), "seed"),
+    ]:
+        with pytest.raises(gr.Error, match=field):
+            app.generate("a dog", **kwargs)
+    with pytest.raises(gr.Error, match="max_prompt_chars"):
+        app.generate("x" * 100_000)
+    assert app.pipe.loaded_components == []  # refused before any model was built
