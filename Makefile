@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint clean mini
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
+# Train `mini` from an empty folder (about an hour on a 2-core CPU; steps are cached in runs/mini) and copy the
+# result into the package: weights/mini and pipelines/mini.yaml.
+mini: setup
+	$(VENV)/bin/anygen world train-mini --out runs/mini --export
+
 lint: setup
 	$(VENV)/bin/ruff check anygen tests benchmarks demo
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) out runs build *.egg-info

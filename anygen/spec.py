@@ -166,10 +166,11 @@ class PipelineSpec(_Node):
         return yaml.safe_dump(self.model_dump(mode="json", exclude={"root"}), sort_keys=False)
 
     def resolve(self, path: str | None) -> Path | None:
-        """A node's ``path``: ``${weights}`` expanded, relative to the spec's folder unless absolute."""
+        """A node's ``path``: ``${weights}`` and ``${bundled_weights}`` expanded, relative to the spec's folder unless absolute."""
         if path is None:
             return None
-        p = Path(path.replace("${weights}", str(weights_dir()))).expanduser()
+        path = path.replace("${weights}", str(weights_dir())).replace("${bundled_weights}", str(bundled_weights_dir()))
+        p = Path(path).expanduser()
         return p if p.is_absolute() or self.root is None else self.root / p
 
     # -- graph checks (no weights are loaded) ---------------------------------------------------------
@@ -296,6 +297,11 @@ def weights_dir() -> Path:
     if (checkout / "README.md").is_file():
         return checkout
     return Path.home() / ".cache" / "anygen" / "weights"
+
+
+def bundled_weights_dir() -> Path:
+    """Weights shipped inside the package (``weights/`` in the repo, packaged as ``anygen.bundled_weights``)."""
+    return Path(str(resources.files("anygen.bundled_weights")))
 
 
 # -- finding specs ------------------------------------------------------------------------------------

@@ -132,3 +132,25 @@ def test_tiny_encoder_with_two_frame_clips_sees_motion():
     a, b = pairs.encode("video", [right, left])
     assert not torch.allclose(a, b, atol=1e-3)
     assert pairs.encode("image", [np.full((32, 32, 3), 255, np.uint8)]).shape == (1, 32)
+
+
+def test_the_mini_recipe_runs_end_to_end_and_caches_its_steps(tmp_path):
+    """The whole recipe, a few iterations per step: it cannot rot. A rerun redoes nothing; a changed step and
+    the steps after it run again."""
+    from anygen.world import recipe
+
+    logs: list[str] = []
+    result = recipe.train_mini(tmp_path / "run", quick=True, progress=False, log=logs.append)
+    assert result.ran == recipe.ORDER and not result.cached
+    pipe = AnyToAnyPipeline.from_pretrained(result.pipeline)
+    assert set(pipe.output_modalities) == {"image", "video", "audio"}
+    report = result.report
+    assert report is not None and (tmp_path / "run" / "eval" / "report.json").is_file()
+    assert {"text->image", "image->text", "text->audio"} <= set(report["tasks"])
+
+    again = recipe.train_mini(tmp_path / "run", quick=True, progress=False, log=logs.append)
+    assert again.ran == [] and again.cached == recipe.ORDER
+
+    exported = recipe.export_mini(result.pipeline, weights=tmp_path / "w" / "mini", spec=tmp_path / "mini.yaml")
+    assert (exported / "pipeline.yaml").is_file() and not (exported / "checkpoints").exists()
+    assert "${bundled_weights}/mini/llm" in (tmp_path / "mini.yaml").read_text()

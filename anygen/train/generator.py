@@ -47,10 +47,15 @@ class GeneratorTrainConfig(BaseModel):
     vae_batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     vae_lr: float = Field(1e-3, gt=0)
-    vocoder_lr: float = Field(2e-3, gt=0)
+    vocoder_lr: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="fraction of captions replaced by ''")
     train_text_encoder: bool = True
+    init_from: Literal["image", "video", "audio"] | None = Field(
+        None,
+        description="start from the pipeline's generator of this modality where the weights fit (VAE, text encoder, "
+        "the UNet's spatial layers): an image model inflated to video, as ModelScope/Zeroscope were made",
+    )
     snr_gamma: float | None = Field(5.0, gt=0)
     seed: int = 0
     log_every: int = Field(10, ge=1)
@@ -137,6 +142,14 @@ def train_generator(config: GeneratorTrainConfig | dict[str, Any] | None = None,
     media = _load_media(cfg.modality, files)
     say(f"generator data: {len(media)} {cfg.modality} items, {len(set(captions))} distinct captions ({cfg.data})")
 
+    if cfg.init_from:
+        if cfg.init_from == cfg.modality or cfg.init_from not in pipe.output_modalities:
+            raise ConfigError(
+                f"generator train config: init_from: {cfg.init_from!r} must be another output of the pipeline "
+                f"(it has {sorted(pipe.output_modalities)})"
+            )
+        copied = init_from_generator(components, pipe.generator(cfg.init_from).pipeline)
+        say(f"initialised from the {cfg.init_from} generator: " + ", ".join(f"{k} {v}" for k, v in copied.items()))
     loss_fn = DiffusionLoss(gen, cfg.snr_gamma)
     inputs = loss_fn._vae_inputs(media)  # per item: images [1,3,H,W], video [F,3,H,W], audio [1,1,T,mels]
     for module in components.components.values():
@@ -161,6 +174,24 @@ def train_generator(config: GeneratorTrainConfig | dict[str, Any] | None = None,
     pipe.save_pretrained(out)
     say(f"saved the pipeline with the trained {cfg.modality} generator to {out}")
     return out
+
+
+@torch.no_grad()
+def init_from_generator(target, source) -> dict[str, str]:
+    """Copy into ``target``'s VAE, text encoder and UNet every tensor of ``source``'s with the same name and shape
+    (a UNet3D's spatial layers are named as a UNet2D's; its temporal layers start as the identity). Returns, per
+    component, how many of its tensors were copied."""
+    copied = {}
+    for name in ("vae", "text_encoder", "unet"):
+        dst, src = getattr(target, name), getattr(source, name)
+        mine, theirs = dst.state_dict(), src.state_dict()
+        fit = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+        if fit:
+            dst.load_state_dict(fit, strict=False)
+        copied[name] = f"{len(fit)}/{len(mine)}"
+        if name == "vae" and len(fit) == len(mine):
+            dst.register_to_config(scaling_factor=src.config.scaling_factor)
+    return copied
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,14 +238,17 @@ def _latent_stats(vae, inputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], 
 
 
 def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Multi-resolution STFT loss: spectral convergence + L1 of log magnitudes, at three resolutions."""
+    """Multi-resolution STFT loss: spectral convergence + L1 of linear magnitudes, at three resolutions.
+
+    Linear, not log, magnitudes: an exactly silent target (a pause between beeps) has no finite log, and with a
+    floored log the quiet bins outweigh the tone (measured: a 64-channel HiFi-GAN stayed near-silent)."""
     total = pred.new_zeros(())
     for n_fft, hop in ((256, 64), (512, 128), (1024, 256)):
         window = torch.hann_window(n_fft, device=pred.device)
-        p = torch.stft(pred, n_fft, hop, window=window, return_complex=True).abs().clamp(min=1e-7)
-        t = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs().clamp(min=1e-7)
+        p = torch.stft(pred, n_fft, hop, window=window, return_complex=True).abs()
+        t = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs()
         total = total + torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp(min=1e-7)
-        total = total + F.l1_loss(p.log(), t.log())
+        total = total + F.l1_loss(p, t)
     return total / 3
 
 

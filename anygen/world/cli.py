@@ -37,6 +37,23 @@ def _make(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_mini(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from anygen.world.recipe import export_mini, train_mini
+
+    result = train_mini(
+        args.out, world_config=args.config, seed=args.seed, quick=args.quick, until=args.until,
+        progress=args.progress,
+    )
+    print(f"mini: ran {', '.join(result.ran) or 'nothing'}; kept {', '.join(result.cached) or 'nothing'}")
+    if args.export:
+        root = Path(__file__).resolve().parents[2]
+        weights = export_mini(result.pipeline, weights=root / "weights" / "mini", spec=root / "pipelines" / "mini.yaml")
+        print(f"exported to {weights} and {root / 'pipelines' / 'mini.yaml'}")
+    return 0
+
+
 def register(subparsers) -> None:
     """Add ``anygen world ...`` to the main command line."""
     world = subparsers.add_parser("world", help="the shapes-and-tones world: make its training data")
@@ -59,5 +76,21 @@ def register(subparsers) -> None:
     make.add_argument("--no-progress", dest="progress", action="store_false")
     make.set_defaults(handler=_make)
 
-    # `anygen world train-mini` (the recipe that trains `mini`, anygen/world/recipe.py) registers here:
-    # sub.add_parser("train-mini", ...).set_defaults(handler=...)
+    mini = sub.add_parser(
+        "train-mini",
+        help="train the `mini` pipeline from an empty folder (world, generators, encoder, LLM, stages 1-3, eval)",
+        description="Run the whole mini recipe (anygen/world/recipe.py) into --out. Each step is cached: a rerun "
+        "redoes only the steps whose settings or inputs changed. The trained pipeline is OUT/stage3, the "
+        "evaluation OUT/eval/report.json; --export copies the result into the package (weights/mini and "
+        "pipelines/mini.yaml).",
+    )
+    mini.add_argument("--out", required=True, help="work folder (one subfolder per step)")
+    mini.add_argument("--config", default=None, help="a world.yaml (default: the built-in world)")
+    mini.add_argument("--seed", type=int, default=0)
+    mini.add_argument("--quick", action="store_true", help="a few iterations per step (a smoke run)")
+    mini.add_argument("--until", default=None, help="stop after this step (world, gen-image, ..., eval)")
+    mini.add_argument(
+        "--export", action="store_true", help="copy the result to weights/mini and write pipelines/mini.yaml"
+    )
+    mini.add_argument("--no-progress", dest="progress", action="store_false")
+    mini.set_defaults(handler=_train_mini)
