@@ -38,6 +38,15 @@ class LimitError(OptionError):
     """A call asks for more work than the front end's :class:`~anygen.options.Limits` allow."""
 
 
+class GenerationError(AnyGenError):
+    """A generator made media that cannot be written: NaN or infinite values (an extreme ``guidance_scale``,
+    or broken weights). Nothing is cast or saved; ``fields`` names the option most likely at fault."""
+
+    def __init__(self, message: str, *, field: str = "guidance_scale"):
+        super().__init__(message)
+        self.fields = [field]
+
+
 class ContextLengthError(AnyGenError):
     """The prompt (with the chat history) and ``max_new_tokens`` do not fit in the LLM's context window."""
 

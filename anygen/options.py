@@ -6,9 +6,12 @@
 * integers (``seed``, ``max_new_tokens``, ``num_inference_steps``, ``height``, ``width``, ``num_frames``) must
   be ``int`` (or a numpy integer): not ``bool``, not ``1.5``, not ``"3"``;
 * numbers (``temperature``, ``top_p``, ``guidance_scale``, ``audio_length_in_s``) must be finite reals;
-* ranges: ``seed`` in 0..2**63-1, ``max_new_tokens``, ``num_inference_steps``, ``num_frames``, ``height``,
-  ``width`` >= 1, ``temperature`` >= 0 (0: greedy), ``top_p`` in (0, 1], ``guidance_scale`` >= 0,
-  ``audio_length_in_s`` > 0;
+* ranges: ``seed`` in 0..2**63-1, ``max_new_tokens`` >= 1, ``num_inference_steps`` in 1..1000, ``height``
+  and ``width`` in 1..16384, ``num_frames`` in 1..1024, ``temperature`` >= 0 (0: greedy), ``top_p`` in
+  (0, 1], ``guidance_scale`` in [0, 1000], ``audio_length_in_s`` in (0, 3600]. The upper bounds are hard
+  caps that hold whatever the :class:`Limits` (the Python API and the CLI set none by default): past them a
+  generator's arithmetic breaks (allocations that overflow, a schedule of zero steps, non-finite values);
+  ``max_new_tokens`` is bounded by the LLM's context window instead;
 * ``num_inference_steps`` and ``guidance_scale`` may be a dict per modality, whose keys are modalities
   (``image``, ``video``, ``audio``);
 * ``height`` and ``width`` come together (diffusers resets both to the model's size when one is missing);
@@ -17,7 +20,9 @@
 
 :func:`check_call` then checks what depends on the pipeline: the kinds it makes, sizes that are multiples of
 each generator's VAE scale factor (at least 8), audio at least one latent row of vocoder frames long, one
-generator per prompt, and the front end's :class:`Limits`. A bad value raises
+generator per prompt, no more steps than each generator's scheduler takes (its ``num_train_timesteps``,
+less its ``steps_offset`` with "leading" spacing: 999 for the tiny generators and Stable Diffusion 1.5),
+and the front end's :class:`Limits`. A bad value raises
 :class:`~anygen.errors.OptionError` (:class:`~anygen.errors.LimitError` past a limit) naming each option
 and what it accepts; ``err.fields`` lists the options.
 """
@@ -36,6 +41,14 @@ from anygen.media import MAX_PIXELS, MAX_VIDEO_PIXELS
 
 MODALITIES = ("image", "video", "audio")
 MAX_SEED = 2**63 - 1
+# Hard caps of the call options, whatever the Limits (see the module's docstring).
+#: Denoising steps: the ``num_train_timesteps`` of every scheduler of anygen's generators (Stable Diffusion,
+#: Zeroscope, AudioLDM and the tiny ones); :func:`check_call` checks each generator's own (often 999).
+MAX_INFERENCE_STEPS = 1000
+MAX_SIDE = 16384  # height, width (pixels)
+MAX_FRAMES = 1024  # num_frames
+MAX_AUDIO_SECONDS = 3600.0  # audio_length_in_s
+MAX_GUIDANCE_SCALE = 1000.0  # guidance_scale: far above any useful value, and the arithmetic stays finite
 
 #: Options of the LLM side (``condition``) and of each kind's generator (``generate_media``).
 LLM_OPTIONS = (
@@ -88,7 +101,7 @@ class _Rule:
         what = "an integer" if self.kind == "int" else "a finite number"
         if self.low is not None and self.high is not None:
             if self.kind == "int":
-                high = "2**63-1" if self.high == MAX_SEED else f"{self.high:g}"
+                high = "2**63-1" if self.high == MAX_SEED else f"{int(self.high)}"
                 bounds = f" in {self.low:g}..{high}"
             else:
                 bounds = f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
@@ -124,12 +137,12 @@ RULES: dict[str, _Rule] = {
     "max_new_tokens": _Rule("int", 1),
     "temperature": _Rule("real", 0, note="0: greedy"),
     "top_p": _Rule("real", 0, low_open=True, high=1),
-    "num_inference_steps": _Rule("int", 1),
-    "guidance_scale": _Rule("real", 0),
-    "height": _Rule("int", 1),
-    "width": _Rule("int", 1),
-    "num_frames": _Rule("int", 1),
-    "audio_length_in_s": _Rule("real", 0, low_open=True, note="seconds"),
+    "num_inference_steps": _Rule("int", 1, high=MAX_INFERENCE_STEPS),
+    "guidance_scale": _Rule("real", 0, high=MAX_GUIDANCE_SCALE),
+    "height": _Rule("int", 1, high=MAX_SIDE),
+    "width": _Rule("int", 1, high=MAX_SIDE),
+    "num_frames": _Rule("int", 1, high=MAX_FRAMES),
+    "audio_length_in_s": _Rule("real", 0, low_open=True, high=MAX_AUDIO_SECONDS, note="seconds"),
     "fps": _Rule("real", 0, low_open=True),
 }
 
@@ -502,6 +515,18 @@ def check_call(
                 f"{value} is not a multiple of {step} (the {kinds} generator{'s' if len(sized) > 1 else ''} "
                 f"work{'' if len(sized) > 1 else 's'} in steps of {step} pixels); e.g. {max(step, value - value % step)}",
             )
+    steps = options.num_inference_steps
+    for m in outputs:
+        most = getattr(geometry.get(m), "max_steps", None)
+        value = steps.get(m) if isinstance(steps, dict) else steps
+        name = f"num_inference_steps.{m}" if isinstance(steps, dict) else "num_inference_steps"
+        if most and value is not None and value > most and name not in {n for n, _ in problems.items}:
+            problems.add(
+                name,
+                f"{value} steps, more than the {m} generator's scheduler takes (at most {most}: its "
+                "num_train_timesteps, less its steps_offset); expected an integer in "
+                f"1..{most}",
+            )
     audio = geometry.get("audio") if "audio" in outputs else None
     length = options.audio_length_in_s
     if (
@@ -658,6 +683,17 @@ def check_defaults(
                 problems.add(
                     name,
                     f"{value} is smaller than the {modality} generator's smallest size, {geometry.min_size}",
+                )
+            if (
+                key == "num_inference_steps"
+                and geometry is not None
+                and geometry.max_steps
+                and value > geometry.max_steps
+            ):
+                problems.add(
+                    name,
+                    f"{value} steps, more than the {modality} generator's scheduler takes (at most "
+                    f"{geometry.max_steps})",
                 )
             if (
                 key == "audio_length_in_s"

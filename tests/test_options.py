@@ -36,12 +36,12 @@ def fresh_pipe():
 @pytest.mark.parametrize(
     "kwargs, field, says",
     [
-        (dict(num_inference_steps=-1), "num_inference_steps", "an integer >= 1, got -1"),
-        (dict(num_inference_steps=0), "num_inference_steps", "an integer >= 1, got 0"),
+        (dict(num_inference_steps=-1), "num_inference_steps", "an integer in 1..1000, got -1"),
+        (dict(num_inference_steps=0), "num_inference_steps", "an integer in 1..1000, got 0"),
         (dict(num_inference_steps=2.0), "num_inference_steps", "got 2.0 (a float)"),
         (dict(num_inference_steps={"image": 1, "bogus": 3}), "num_inference_steps.bogus", "not a modality"),
         (dict(num_inference_steps={"video": True}), "num_inference_steps.video", "(a bool)"),
-        (dict(guidance_scale=-5), "guidance_scale", ">= 0, got -5.0"),
+        (dict(guidance_scale=-5), "guidance_scale", "in [0, 1000], got -5.0"),
         (dict(guidance_scale=float("nan")), "guidance_scale", "got nan"),
         (dict(guidance_scale="high"), "guidance_scale", "got 'high' (a str)"),
         (dict(guidance_scale={"audio": float("inf")}), "guidance_scale.audio", "got inf"),
@@ -57,14 +57,14 @@ def fresh_pipe():
         (dict(seed=1.5), "seed", "(a float)"),
         (dict(seed="0"), "seed", "'0' (a str)"),
         (dict(seed=True), "seed", "(a bool)"),
-        (dict(height=0, width=0), "height", ">= 1, got 0"),
+        (dict(height=0, width=0), "height", "in 1..16384, got 0"),
         (dict(height=-8, width=64), "height", "got -8"),
         (dict(height=64), "height", "given without width; give height and width together"),
         (dict(width=64), "width", "given without height"),
-        (dict(num_frames=0), "num_frames", ">= 1"),
-        (dict(num_frames=-1), "num_frames", ">= 1"),
+        (dict(num_frames=0), "num_frames", "in 1..1024, got 0"),
+        (dict(num_frames=-1), "num_frames", "in 1..1024, got -1"),
         (dict(num_frames={"video": 4}), "num_frames", "only num_inference_steps and guidance_scale"),
-        (dict(audio_length_in_s=0), "audio_length_in_s", "> 0"),
+        (dict(audio_length_in_s=0), "audio_length_in_s", "in (0, 3600]"),
         (dict(audio_length_in_s=float("nan")), "audio_length_in_s", "got nan"),
         (dict(output_modalities=["image", "smell"]), "output_modalities[1]", "'smell' is not an output"),
         (dict(output_modalities=5), "output_modalities", "expected a list"),
@@ -103,6 +103,151 @@ def test_options_are_normalised_and_all_problems_reported_together():
     assert CallOptions(seed=1).merged(seed=None, top_p=0.5) == CallOptions(seed=1, top_p=0.5)
     with pytest.raises(OptionError):
         CallOptions(seed=1).replace(top_p=0)
+
+
+# -- hard caps: they hold with no Limits at all ------------------------------------------------------------------
+# Each of these escaped before as a raw error or a silently wrong result (the probes of the hardening audit):
+# a TypeError from randn, a storage or allocation overflow, numpy's ValueError, a MemoryError, a schedule of
+# zero denoising steps (an image written, exit 0), NaN pixels.
+HARD_CAPS = [
+    (dict(audio_length_in_s=1e300), "audio_length_in_s", "in (0, 3600] (seconds), got 1e+300"),
+    (dict(audio_length_in_s=3600.5), "audio_length_in_s", "in (0, 3600]"),
+    (dict(height=2**40, width=64), "height", f"an integer in 1..16384, got {2**40}"),
+    (dict(height=64, width=16392), "width", "an integer in 1..16384, got 16392"),
+    (dict(num_frames=2**40), "num_frames", "an integer in 1..1024"),
+    (dict(num_frames=1025), "num_frames", "an integer in 1..1024, got 1025"),
+    (dict(num_inference_steps=2**62), "num_inference_steps", "an integer in 1..1000"),
+    (dict(num_inference_steps=2**31), "num_inference_steps", "an integer in 1..1000"),
+    (dict(num_inference_steps=2**63 - 1), "num_inference_steps", "an integer in 1..1000"),
+    (dict(num_inference_steps=1001), "num_inference_steps", "an integer in 1..1000, got 1001"),
+    (dict(num_inference_steps={"audio": 5000}), "num_inference_steps.audio", "in 1..1000"),
+    (dict(guidance_scale=1e308), "guidance_scale", "a finite number in [0, 1000], got 1e+308"),
+    (dict(guidance_scale={"video": 1000.5}), "guidance_scale.video", "in [0, 1000]"),
+]
+
+
+@pytest.mark.parametrize("kwargs, field, says", HARD_CAPS)
+def test_hard_caps_hold_without_limits(fresh_pipe, kwargs, field, says):
+    with pytest.raises(OptionError) as err:
+        CallOptions(**kwargs)
+    assert err.value.fields == [field] and says in str(err.value), str(err.value)
+    assert not isinstance(err.value, LimitError)  # not a front end's limit: a rule of the option
+    assert fresh_pipe.limits.max_inference_steps is None  # the Python API's default: no work limits
+    with pytest.raises(OptionError) as err:
+        fresh_pipe("a dog", **kwargs)
+    assert err.value.fields == [field]
+    assert fresh_pipe.loaded_components == []
+
+
+def test_the_caps_themselves_are_valid():
+    opts = CallOptions(
+        num_inference_steps=1000,
+        height=16384,
+        width=16384,
+        num_frames=1024,
+        audio_length_in_s=3600.0,
+        guidance_scale=1000.0,
+        max_new_tokens=10**9,  # no cap of its own: the LLM's context window bounds it (ContextLengthError)
+    )
+    assert opts.num_inference_steps == 1000 and opts.guidance_scale == 1000.0
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "pndm", "dpmsolver"])
+def test_the_most_steps_make_a_valid_schedule(scheduler):
+    """The most steps a generator takes (from its scheduler's config) give a schedule inside the noise
+    schedule; one more is what diffusers refuses or schedules past its end (an IndexError at the first step)."""
+    from anygen.generators.shapes import max_steps_of
+    from anygen.generators.tiny import resolve_tiny_config, tiny_scheduler, tiny_scheduler_config
+
+    knobs = {**resolve_tiny_config("zeroscope", None), "scheduler": scheduler}
+    most = max_steps_of(tiny_scheduler_config(knobs))
+    sched = tiny_scheduler(knobs)
+    assert max_steps_of(dict(sched.config)) == most  # the config a saved folder holds says the same
+    assert most == (1000 if scheduler == "dpmsolver" else 999)
+    sched.set_timesteps(most)
+    assert (
+        len(sched.timesteps) >= most and 0 <= int(sched.timesteps.min()) <= int(sched.timesteps.max()) < 1000
+    )
+    if most < 1000:
+        sched.set_timesteps(most + 1)
+        assert int(sched.timesteps.max()) >= 1000
+
+
+def test_steps_are_checked_against_each_generators_scheduler(tmp_path, fresh_pipe):
+    """A generator takes no more steps than its scheduler (read from scheduler/scheduler_config.json)."""
+    from anygen.generators.shapes import geometry_from_folder
+    from anygen.options import check_call, check_defaults
+
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text('{"num_train_timesteps": 500}')
+    geo = geometry_from_folder("image", tmp_path)
+    assert geo.max_steps == 500
+    kw = dict(pipeline="p", outputs=("image", "audio"), geometry={"image": geo}, defaults={})
+    check_call(CallOptions(num_inference_steps=500), **kw)
+    with pytest.raises(OptionError) as err:
+        check_call(CallOptions(num_inference_steps=501), **kw)
+    assert err.value.fields == ["num_inference_steps"]
+    assert "501 steps, more than the image generator's scheduler takes (at most 500" in str(err.value)
+    with pytest.raises(OptionError) as err:
+        check_call(CallOptions(num_inference_steps={"image": 600, "audio": 600}), **kw)
+    assert err.value.fields == ["num_inference_steps.image"]
+    problems = check_defaults("d", {"num_inference_steps": 700}, ("num_inference_steps",), geo, "image")
+    assert problems and "at most 500" in problems[0][1]
+    # The tiny pipeline: 999 (1000 timesteps, steps_offset 1), checked before any model is built.
+    fresh_pipe.check_inputs("x", num_inference_steps=999)
+    with pytest.raises(OptionError, match="1000 steps, more than the image generator's scheduler takes"):
+        fresh_pipe("x", num_inference_steps=1000)
+    assert fresh_pipe.loaded_components == []
+
+
+@pytest.mark.parametrize("kind", ["image", "video", "audio"])
+def test_non_finite_media_are_refused_never_cast(kind):
+    """A generator whose output holds NaN (here: NaN weights in its VAE's last layer) raises GenerationError;
+    nothing becomes black pixels or a NaN waveform."""
+    from anygen.errors import GenerationError
+
+    pipe = AnyToAnyPipeline.from_pretrained("tiny")
+    pipe.set_progress_bar_config(disable=True)
+    gen = pipe.generator(kind)
+    with torch.no_grad():
+        gen.pipeline.vae.decoder.conv_out.weight.fill_(float("nan"))
+    sizes = {"image": {}, "video": dict(num_frames=2), "audio": dict(audio_length_in_s=0.1)}[kind]
+    cond = torch.zeros(1, *gen.condition_shape)
+    with pytest.raises(GenerationError) as err:
+        pipe.generate_media(kind, cond, [0], seed=0, num_inference_steps=1, **sizes)
+    assert f"the {kind} generator produced non-finite values (NaN)" in str(err.value)
+    assert "try a smaller guidance_scale" in str(err.value) and err.value.fields == ["guidance_scale"]
+
+
+def test_cli_writes_nothing_for_non_finite_media(tmp_path, capsys, monkeypatch):
+    from anygen.cli import main
+
+    load = AnyToAnyPipeline.from_pretrained.__func__
+
+    def poisoned(cls, *args, **kwargs):
+        pipe = load(cls, *args, **kwargs)
+        with torch.no_grad():
+            pipe.generator("image").pipeline.vae.decoder.conv_out.weight.fill_(float("nan"))
+        return pipe
+
+    monkeypatch.setattr(AnyToAnyPipeline, "from_pretrained", classmethod(poisoned))
+    out = tmp_path / "o"
+    argv = [
+        "generate",
+        "a dog",
+        "--want",
+        "image",
+        "--only-requested",
+        "--steps",
+        "1",
+        "--max-new-tokens",
+        "3",
+    ]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # the progress bars, then the error on one line
+    assert err[-1].startswith("anygen: error: the image generator produced non-finite values (NaN)"), err
+    assert not any("Traceback" in line for line in err)
+    assert not out.exists() or not list(out.iterdir())
 
 
 # -- through the pipeline: checked before any model runs --------------------------------------------------------
@@ -199,7 +344,7 @@ def _spec(**generator_defaults) -> dict:
 @pytest.mark.parametrize(
     "defaults, says",
     [
-        (dict(num_inference_steps=0), "num_inference_steps: expected an integer >= 1"),
+        (dict(num_inference_steps=0), "num_inference_steps: expected an integer in 1..1000"),
         (dict(guidance_scale=float("nan")), "guidance_scale"),
         (dict(height=65, width=64), "height: 65 is not a multiple of 8"),
         (dict(height=64), "give height and width together"),
@@ -224,7 +369,7 @@ def test_llm_defaults_are_checked():
 def test_work_limits_name_the_option(fresh_pipe):
     limits = Limits.service()
     cases = [
-        (dict(num_inference_steps={"image": 1000}), ["num_inference_steps.image"]),
+        (dict(num_inference_steps={"image": 500}), ["num_inference_steps.image"]),
         (dict(max_new_tokens=10_000), ["max_new_tokens"]),
         (dict(height=2048, width=2048), ["height", "width"]),
         (dict(num_frames=1000), ["num_frames"]),
@@ -427,23 +572,46 @@ def test_valid_calls_give_what_they_gave_before(samples):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--steps", "0"], "num_inference_steps: expected an integer >= 1, got 0"),
+        (["--steps", "0"], "num_inference_steps: expected an integer in 1..1000, got 0"),
         (["--height", "65", "--width", "64"], "height: 65 is not a multiple of 8"),
         (["--height", "64"], "height: given without width"),
-        (["--guidance-scale", "nan"], "guidance_scale: expected a finite number >= 0"),
+        (["--guidance-scale", "nan"], "guidance_scale: expected a finite number in [0, 1000]"),
         (["--temperature", "inf"], "temperature"),
         (["--audio-length", "0"], "audio_length_in_s"),
         (["--audio-length", "0.001"], "audio_length_in_s: 0.001 s is shorter"),
         (["--num-frames", "0"], "num_frames"),
         (["--seed", str(2**64)], "seed: expected an integer in 0..2**63-1"),
         (["--max-new-tokens", "5000"], "more than the LLM's context of 1024"),
+        # The probes of the hardening audit (each worked by hand; pinned here).
+        (["--steps", "-1"], "num_inference_steps: expected an integer in 1..1000, got -1"),
+        (["--height", "0", "--width", "64"], "height: expected an integer in 1..16384, got 0"),
+        (["--height", "-8", "--width", "64"], "height: expected an integer in 1..16384, got -8"),
+        (["--guidance-scale", "-5"], "guidance_scale: expected a finite number in [0, 1000], got -5.0"),
+        (["--guidance-scale", "high"], "argument --guidance-scale: invalid float value: 'high'"),
+        (["--max-new-tokens", "1.5"], "argument --max-new-tokens: invalid int value: '1.5'"),
+        (["--temperature", "nan"], "temperature: expected a finite number >= 0 (0: greedy), got nan"),
+        (["--seed", "1.5"], "argument --seed: invalid int value: '1.5'"),
+        (["--num-frames", "-1"], "num_frames: expected an integer in 1..1024, got -1"),
+        (["--audio-length", "nan"], "audio_length_in_s: expected a finite number in (0, 3600]"),
+        # The hard caps, with no limits (the CLI has none by default).
+        (["--audio-length", "1e300"], "audio_length_in_s: expected a finite number in (0, 3600]"),
+        (["--height", str(2**40), "--width", str(2**40)], "height: expected an integer in 1..16384"),
+        (["--num-frames", str(2**40)], "num_frames: expected an integer in 1..1024"),
+        (["--steps", str(2**62)], "num_inference_steps: expected an integer in 1..1000"),
+        (["--steps", str(2**63 - 1)], "num_inference_steps: expected an integer in 1..1000"),
+        (["--guidance-scale", "1e308"], "guidance_scale: expected a finite number in [0, 1000]"),
     ],
 )
 def test_cli_options_are_checked_before_generating(tmp_path, capsys, args, fragment):
     from anygen.cli import main
 
     out = tmp_path / "o"
-    assert main(["generate", "a dog", "--out", str(out), *args]) == 2
+    try:
+        code = main(["generate", "a dog", "--out", str(out), *args])
+    except SystemExit as exit:  # argparse's own refusals (a value that is not a number at all)
+        code = exit.code
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("anygen: error: ") and fragment in err[0], err
+    assert len(err) == 1 and fragment in err[0], err
+    assert err[0].startswith("anygen: error: ") or err[0].startswith("anygen generate: error: "), err
     assert not out.exists()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from anygen.checkpoints import load_error_reason
-from anygen.errors import AnyGenError, SpecError, WeightsError
+from anygen.errors import AnyGenError, GenerationError, SpecError, WeightsError
 from anygen.generators._pipelines import dtype_kwarg, pipeline_class, quiet_progress
 from anygen.generators.shapes import GENERATOR_MODALITIES, condition_width_of_unet, shape_from_text_encoder
 from anygen.media import Audio, Video
@@ -510,12 +510,25 @@ class StableDiffusionGenerator(_ClipConditionedGenerator):
             height=opts.height,
             width=opts.width,
             generator=generator,
-            output_type="pil",
+            output_type="np",  # floats in [0, 1], checked before they become pixels (diffusers' "pil" path)
         )
-        return list(out.images)
+        images = _finite(np.asarray(out.images), "image", opts.guidance_scale)
+        return list(self.pipeline.image_processor.numpy_to_pil(images))
 
 
-def _to_uint8(frames: np.ndarray) -> np.ndarray:
+def _finite(values: np.ndarray, kind: str, guidance_scale: float) -> np.ndarray:
+    """``values``, or :class:`GenerationError` when any is NaN or infinite (never cast to pixels or saved)."""
+    if not np.isfinite(values).all():
+        bad = "NaN" if np.isnan(values).any() else "infinite"
+        raise GenerationError(
+            f"the {kind} generator produced non-finite values ({bad}) with guidance_scale={guidance_scale:g}; "
+            "nothing was written: try a smaller guidance_scale (or check the generator's weights)"
+        )
+    return values
+
+
+def _to_uint8(frames: np.ndarray, guidance_scale: float = 0.0) -> np.ndarray:
+    frames = _finite(frames, "video", guidance_scale)
     return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
@@ -539,7 +552,7 @@ class ZeroscopeGenerator(_ClipConditionedGenerator):
             output_type="np",
         )
         frames = np.asarray(out.frames)  # [B, T, H, W, 3] floats in [0, 1]
-        return [Video(frames=_to_uint8(video), fps=float(opts.fps)) for video in frames]
+        return [Video(frames=_to_uint8(video, opts.guidance_scale), fps=float(opts.fps)) for video in frames]
 
 
 class AudioLDMGenerator(DiffusersGenerator):
@@ -573,6 +586,5 @@ class AudioLDMGenerator(DiffusersGenerator):
             output_type="np",
         )
         rate = self.sample_rate
-        return [
-            Audio(waveform=np.asarray(w, dtype=np.float32).reshape(-1), sample_rate=rate) for w in out.audios
-        ]
+        audios = _finite(np.asarray(out.audios, dtype=np.float32), "audio", opts.guidance_scale)
+        return [Audio(waveform=w.reshape(-1), sample_rate=rate) for w in audios]

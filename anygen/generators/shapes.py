@@ -134,7 +134,8 @@ class GeneratorGeometry:
     ``native_size``: (height, width) made when the call gives none. For audio,
     ``audio_frame_s`` is one vocoder frame (hop length / sampling rate), ``min_audio_s`` the shortest
     ``audio_length_in_s`` the pipeline accepts (one latent row: a frame times the VAE scale factor) and
-    ``native_audio_s`` the length made when the call gives none. None where the configs do not say.
+    ``native_audio_s`` the length made when the call gives none. ``max_steps``: the most denoising steps its
+    scheduler takes (:func:`max_steps_of`). None where the configs do not say.
     """
 
     size_multiple: int | None = None
@@ -143,6 +144,26 @@ class GeneratorGeometry:
     audio_frame_s: float | None = None
     min_audio_s: float | None = None
     native_audio_s: float | None = None
+    max_steps: int | None = None
+
+
+# Schedulers whose timestep_spacing defaults to something else than "leading" (when a config does not say).
+_SPACING_DEFAULTS = {"DPMSolverMultistepScheduler": "linspace", "EulerDiscreteScheduler": "linspace"}
+
+
+def max_steps_of(scheduler_config: Mapping[str, Any] | None) -> int | None:
+    """The most denoising steps a scheduler with this config takes: ``num_train_timesteps``, less
+    ``steps_offset`` with "leading" spacing (DDIM's and PNDM's default: with more steps the first timestep
+    would be ``num_train_timesteps`` itself, past the end of the noise schedule). None when it does not say."""
+    config = scheduler_config or {}
+    total = config.get("num_train_timesteps")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+        return None
+    spacing = config.get("timestep_spacing") or _SPACING_DEFAULTS.get(config.get("_class_name"), "leading")
+    offset = config.get("steps_offset") or 0
+    if spacing == "leading" and isinstance(offset, int) and 0 < offset < total:
+        return total - offset
+    return total
 
 
 def geometry_from_configs(
@@ -150,9 +171,11 @@ def geometry_from_configs(
     vae_config: Mapping[str, Any] | None,
     unet_config: Mapping[str, Any] | None,
     vocoder_config: Mapping[str, Any] | None = None,
+    scheduler_config: Mapping[str, Any] | None = None,
 ) -> GeneratorGeometry:
     """The geometry of a generator of ``kind`` from its components' config dicts (any may be None: unknown)."""
     type_name = generator_type(kind)
+    steps = max_steps_of(scheduler_config)
     factor = None
     if vae_config and vae_config.get("block_out_channels"):
         factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
@@ -171,9 +194,11 @@ def geometry_from_configs(
         if factor and blocks:
             smallest = factor * 2 ** (blocks - 1) * 2
             smallest = -(-smallest // multiple) * multiple
-        return GeneratorGeometry(size_multiple=multiple, min_size=smallest, native_size=native)
+        return GeneratorGeometry(
+            size_multiple=multiple, min_size=smallest, native_size=native, max_steps=steps
+        )
     if vocoder_config is None:
-        return GeneratorGeometry()
+        return GeneratorGeometry(max_steps=steps)
     rates = vocoder_config.get("upsample_rates") or _HIFIGAN_DEFAULTS["upsample_rates"]
     rate = vocoder_config.get("sampling_rate") or _HIFIGAN_DEFAULTS["sampling_rate"]
     frame = math.prod(int(r) for r in rates) / float(rate)
@@ -181,12 +206,13 @@ def geometry_from_configs(
         audio_frame_s=frame,
         min_audio_s=frame * factor if factor else None,
         native_audio_s=latent[0] * factor * frame if latent and factor else None,
+        max_steps=steps,
     )
 
 
 def geometry_from_config(kind: str, config: Mapping[str, Any] | None) -> GeneratorGeometry:
     """The geometry of the tiny generator that ``config`` (tiny knobs) describes."""
-    from anygen.generators.tiny import resolve_tiny_config
+    from anygen.generators.tiny import resolve_tiny_config, tiny_scheduler_config
 
     type_name = generator_type(kind)
     knobs = resolve_tiny_config(type_name, config)
@@ -199,6 +225,7 @@ def geometry_from_config(kind: str, config: Mapping[str, Any] | None) -> Generat
         {"block_out_channels": knobs["vae_channels"]},
         unet,
         vocoder,
+        tiny_scheduler_config(knobs),
     )
 
 
@@ -207,9 +234,10 @@ def geometry_from_folder(kind: str, path: str | Path) -> GeneratorGeometry:
     type_name = generator_type(kind)
     root = Path(path)
 
-    def config(name: str) -> dict[str, Any] | None:
-        file = root / name / "config.json"
+    def config(name: str, file_name: str = "config.json") -> dict[str, Any] | None:
+        file = root / name / file_name
         return _read_json(file, f"{type_name} weights") if file.is_file() else None
 
     vocoder = config("vocoder") if type_name == "audioldm" else None
-    return geometry_from_configs(type_name, config("vae"), config("unet"), vocoder)
+    scheduler = config("scheduler", "scheduler_config.json")
+    return geometry_from_configs(type_name, config("vae"), config("unet"), vocoder, scheduler)

@@ -307,6 +307,12 @@ def tiny_scheduler(knobs: Mapping[str, Any]):
     """The scheduler named by ``knobs['scheduler']`` with the real checkpoints' settings (scaled-linear betas)."""
     import diffusers
 
+    config = tiny_scheduler_config(knobs)
+    return getattr(diffusers, config.pop("_class_name"))(**config)
+
+
+def tiny_scheduler_config(knobs: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of :func:`tiny_scheduler` (and its class, ``_class_name``), without building it."""
     name = knobs["scheduler"]
     if name not in _SCHEDULERS:
         raise SpecError(f"unknown tiny scheduler {name!r}; known: {', '.join(sorted(_SCHEDULERS))}")
@@ -322,7 +328,7 @@ def tiny_scheduler(knobs: Mapping[str, Any]):
         common.update(clip_sample=False, set_alpha_to_one=False)
     elif name == "pndm":
         common.update(skip_prk_steps=True, set_alpha_to_one=False)
-    return getattr(diffusers, _SCHEDULERS[name])(**common)
+    return {"_class_name": _SCHEDULERS[name], **common}
 
 
 def tiny_components(type_name: str, knobs: Mapping[str, Any]) -> dict[str, Any]:

@@ -44,12 +44,17 @@ class GenerateRequest(BaseModel):
     max_new_tokens: Option = Field(None, description="integer >= 1")
     temperature: Option = Field(None, description="finite number >= 0 (0: greedy)")
     top_p: Option = Field(None, description="number in (0, 1]")
-    num_inference_steps: Option = Field(None, description="integer >= 1, or a dict per modality")
-    guidance_scale: Option = Field(None, description="finite number >= 0, or a dict per modality")
-    height: Option = Field(None, description="pixels, with width; a multiple of the generator's VAE factor")
+    num_inference_steps: Option = Field(
+        None,
+        description="integer in 1..1000 (at most the generator's scheduler takes), or a dict per modality",
+    )
+    guidance_scale: Option = Field(None, description="number in [0, 1000], or a dict per modality")
+    height: Option = Field(
+        None, description="pixels (1..16384), with width; a multiple of the generator's VAE factor"
+    )
     width: Option = Field(None, description="pixels, with height")
-    num_frames: Option = Field(None, description="integer >= 1")
-    audio_length_in_s: Option = Field(None, description="seconds, > 0")
+    num_frames: Option = Field(None, description="integer in 1..1024")
+    audio_length_in_s: Option = Field(None, description="seconds, in (0, 3600]")
     _options: CallOptions | None = PrivateAttr(None)
 
     @property
