@@ -2,6 +2,10 @@
 CLI and the server's request handling. Each call must either work or raise anygen's own error
 (:class:`~anygen.errors.AnyGenError`); the server must never answer a client's mistake with a 5xx.
 
+A case the fuzzer draws from valid values only must work (no error at all). One part calls the Python API
+with no work limits (its default) and extreme values of the right type (huge integers, the ends of the
+float range): the hard caps of the options must refuse each one naming it, and the valid ones must work.
+
 Bounded for CI: about ``ANYGEN_FUZZ_SECONDS`` (default 60) seconds in all, shared between the parts; the
 cases are the same on every run (hypothesis, derandomized) unless ``ANYGEN_FUZZ_RANDOM=1``. The number of
 cases each part ran is printed at the end.
@@ -14,6 +18,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,13 +34,13 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from anygen import AnyToAnyPipeline  # noqa: E402
-from anygen.errors import AnyGenError  # noqa: E402
+from anygen.errors import AnyGenError, ContextLengthError, LimitError, OptionError  # noqa: E402
 from anygen.media import Audio, Video  # noqa: E402
 from anygen.options import Limits  # noqa: E402
 
 TOTAL_SECONDS = float(os.environ.get("ANYGEN_FUZZ_SECONDS", "60"))
-# Shares of the budget: the cheap checks, real API calls, the CLI, the server.
-SHARES = {"check": 0.15, "api": 0.35, "cli": 0.2, "server": 0.3}
+# Shares of the budget: the cheap checks, real API calls, API calls with no limits, the CLI, the server.
+SHARES = {"check": 0.12, "api": 0.3, "nolimits": 0.16, "cli": 0.18, "server": 0.24}
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "nextgpt-samples" / "assets"
 RUNS: Counter[str] = Counter()
 # Small enough that every accepted call is quick on the tiny pipeline.
@@ -157,7 +162,8 @@ def _valid_value(name: str):
             st.dictionaries(st.sampled_from(["image", "video", "audio"]), st.integers(1, 2)),
         ),
         "guidance_scale": st.one_of(
-            st.floats(0, 10), st.dictionaries(st.sampled_from(["image", "video", "audio"]), st.floats(0, 1e6))
+            st.floats(0, 10),
+            st.dictionaries(st.sampled_from(["image", "video", "audio"]), st.floats(0, 1000)),
         ),
         "height": st.sampled_from([16, 24, 32, 64]),
         "width": st.sampled_from([16, 24, 32, 64]),
@@ -175,6 +181,8 @@ def valid_options(draw, names=OPTION_NAMES):
     out = {name: draw(_valid_value(name)) for name in chosen}
     if ("height" in out) != ("width" in out):
         out["height"] = out["width"] = draw(_valid_value("height"))
+    if "height" in out and out["height"] * out["width"] * 8 > FUZZ_LIMITS.max_video_pixels:
+        out["num_frames"] = draw(st.integers(1, 4))  # the tiny video's 8 frames would pass the limit
     return out
 
 
@@ -331,15 +339,117 @@ def test_fuzz_api_calls(pipe, api_budget, data):
     images, audios, videos = (data.draw(_media(k) if hostile else _good_media(k)) for k in MODALITY_ORDER)
     opts = data.draw(options() if hostile else valid_options())
     chat = data.draw(st.booleans())
+    if not hostile and "<image>" in prompt and not images:  # a valid prompt places only the images given
+        prompt = prompt.replace("<image>", "").strip()
     if api_budget.over():  # after every draw: hypothesis replays a case with the same draws
         return
     RUNS["api calls"] += 1
     if chat:
-        _check_api_call(
-            lambda: pipe.chat(**opts).send(prompt, images=images, audios=audios, videos=videos), "chat"
-        )
+        call = lambda: pipe.chat(**opts).send(prompt, images=images, audios=audios, videos=videos)  # noqa: E731
     else:
-        _check_api_call(lambda: pipe(prompt, images=images, audios=audios, videos=videos, **opts), "call")
+        call = lambda: pipe(prompt, images=images, audios=audios, videos=videos, **opts)  # noqa: E731
+    if hostile:
+        _check_api_call(call, "chat" if chat else "call")
+    else:  # only valid values: it must work
+        call()
+        OUTCOMES[f"{'chat' if chat else 'call'}: valid ok"] += 1
+
+
+# -- the Python API with no limits: extreme values of the right type ---------------------------------------------
+# Per option: values the rules refuse (past a hard cap, or at the edges of the float range), and valid values
+# cheap enough to run (the caps themselves, 999 steps or 16384 pixels, would run for minutes: they are checked
+# in tests/test_options.py).
+EXTREME_TYPED = {
+    "seed": ([-1, 2**63, 2**64, -(2**63), 10**30], [0, 2**63 - 1]),
+    "max_new_tokens": ([0, -1, 1025, 2**31, 2**62, 2**63 - 1, 10**30], [1]),
+    "temperature": (
+        [-5e-324, -1e300, math.inf, -math.inf, math.nan],
+        [0.0, 5e-324, 1e30, 1.7976931348623157e308],
+    ),
+    "top_p": ([0.0, -5e-324, 1.0000000000000002, 1e308, math.inf, math.nan], [5e-324, 1e-300, 1.0]),
+    "num_inference_steps": ([0, -1, 1000, 1001, 2**31, 2**62, 2**63 - 1, 2**63, 10**30], [1]),
+    "guidance_scale": (
+        [-5e-324, 1000.0000000000001, 1e300, 1e308, math.inf, -math.inf, math.nan],
+        [0.0, 5e-324, 1000.0],
+    ),
+    "height": ([0, -8, 16385, 16392, 2**31, 2**40, 2**62, 2**63], [16]),
+    "width": ([0, -8, 16392, 2**32, 2**40, 2**63 - 1], [16]),
+    "num_frames": ([0, -1, 1025, 2**31, 2**40, 2**62], [1]),
+    "audio_length_in_s": ([0.0, -0.0, 5e-324, 0.019, 3600.5, 1e300, 1e308, math.inf, math.nan], [0.02]),
+}
+
+
+def _typed(value):
+    """The value, or the same value as a numpy scalar (where it fits)."""
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return st.sampled_from([value, np.int64(value)])
+    if isinstance(value, float):
+        return st.sampled_from([value, np.float64(value)])
+    return st.just(value)
+
+
+@st.composite
+def extreme_case(draw):
+    """``(kwargs, refused)``: options with extreme or cheap valid values, and the names of the refused ones."""
+    names = draw(st.lists(st.sampled_from(sorted(EXTREME_TYPED)), unique=True, min_size=1, max_size=4))
+    if ("height" in names) != ("width" in names):
+        names.append("width" if "height" in names else "height")
+    kwargs, refused = {}, []
+    for name in names:
+        bad, good = EXTREME_TYPED[name]
+        if draw(st.integers(0, 2)):
+            value = draw(st.sampled_from(bad))
+            refused.append(name)
+        else:
+            value = draw(st.sampled_from(good))
+        value = draw(_typed(value))
+        if name in ("num_inference_steps", "guidance_scale") and draw(st.booleans()):
+            value = {draw(st.sampled_from(["image", "video", "audio"])): value}
+        kwargs[name] = value
+    return kwargs, refused
+
+
+@pytest.fixture(scope="module")
+def bare_pipe():
+    """The tiny pipeline as the Python API gives it: no work limits at all."""
+    p = AnyToAnyPipeline.from_pretrained("tiny")
+    p.set_progress_bar_config(disable=True)
+    assert p.limits == Limits() and p.limits.max_inference_steps is None and p.limits.max_image_side is None
+    return p
+
+
+@pytest.fixture(scope="module")
+def nolimits_budget():
+    return _Budget("nolimits")
+
+
+@_settings(400)
+@given(case=extreme_case(), want=st.sampled_from([(), ("image",), ("video",), ("audio",)]))
+def test_fuzz_api_without_limits(bare_pipe, nolimits_budget, case, want):
+    """No limits, extreme values of the right type: a refused value is an OptionError naming it (or, for a
+    max_new_tokens past the LLM's context, a ContextLengthError), before any work; valid cases work."""
+    if nolimits_budget.over():
+        return
+    RUNS["api without limits"] += 1
+    kwargs, refused = case
+    call = {"max_new_tokens": 3, "num_inference_steps": 1, "output_modalities": want, "only_requested": True}
+    call.update(kwargs)
+    if not refused:
+        out = bare_pipe("a dog on a beach", **call)
+        assert all(np.isfinite(a.waveform).all() for a in out.audios)
+        OUTCOMES["no limits: valid ok"] += 1
+        return
+    with pytest.raises(AnyGenError) as err:
+        bare_pipe("a dog on a beach", **call)
+    error = err.value
+    OUTCOMES[f"no limits: {type(error).__name__}"] += 1
+    assert not isinstance(error, LimitError), error
+    if isinstance(error, ContextLengthError):
+        assert "max_new_tokens" in refused, (kwargs, error)
+    else:
+        assert isinstance(error, OptionError), (kwargs, error)
+        named = {field.split(".")[0] for field in error.fields}
+        assert named and named <= set(refused), (kwargs, refused, error.fields)
 
 
 # -- the CLI --------------------------------------------------------------------------------------------------
@@ -386,15 +496,19 @@ def cli_budget():
     return _Budget("cli")
 
 
+PROGRESS = re.compile(r"^\s*\w+: +\d+%\|")  # a tqdm bar: "llm:  40%|..."
+
+
 @_settings(600)
 @given(args=cli_args())
-def test_fuzz_cli(cli_budget, tmp_path_factory, args):
-    """``anygen generate`` in-process: exit 0, or exit 2 with one line; never a traceback."""
+def test_fuzz_cli(cli_budget, tmp_path_factory, capsys, args):
+    """``anygen generate`` in-process: exit 0, or exit 2 with the error on one line; never a traceback."""
     if cli_budget.over():
         return
     from anygen.cli import main
 
     RUNS["cli"] += 1
+    capsys.readouterr()  # what earlier cases printed
     out = tmp_path_factory.mktemp("fuzz-cli")
     # Cheap where a real run happens: few tokens and steps, tiny sizes.
     base = ["--out", str(out / "answer"), "--max-new-tokens", "3", "--steps", "1"]
@@ -404,6 +518,11 @@ def test_fuzz_cli(cli_budget, tmp_path_factory, args):
     except SystemExit as exit:
         code = exit.code
     assert code in (0, 2), argv
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not PROGRESS.match(line)]
+    if code == 2:  # the progress bars of what ran before it, then the error: one line
+        assert len(lines) == 1 and ": error: " in lines[0], (argv, lines)
+    assert "Traceback" not in err, (argv, err[-2000:])
     OUTCOMES[f"cli: exit {code}"] += 1
 
 
