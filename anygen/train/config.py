@@ -1,6 +1,8 @@
 """``TrainConfig``: every setting of a training run, validated before anything is built.
 
-Errors name the field (``train config: lr: must be greater than 0``). A config comes from keyword arguments,
+Errors name the field (``train config: lr: must be greater than 0``). Every number must be finite (no
+``inf``/``nan``) and seeds lie in 0..2**32-1 (what numpy and accelerate's ``set_seed`` take). A config comes
+from keyword arguments,
 a dict, a YAML file (``--config``) or the command line; the command line overrides the file.
 """
 
@@ -13,6 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from anygen.errors import AnyGenError
+
+#: The largest seed: numpy's (and so accelerate's ``set_seed``) limit.
+MAX_SEED = 2**32 - 1
 
 STAGE_NAMES: dict[int | str, str] = {
     "lm": "language pre-training: the whole LLM (+ input projectors where media come in), LM loss",
@@ -29,7 +34,7 @@ class ConfigError(AnyGenError):
 class LoraSettings(BaseModel):
     """LoRA on the LLM (stage 3). NExT-GPT's legacy run: r=32, alpha=32, dropout 0.1 on q/k/v/o."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     r: int = Field(32, ge=1, description="rank")
     alpha: float = Field(32.0, gt=0)
@@ -48,7 +53,7 @@ class TrainConfig(BaseModel):
     """One training run. ``batch_size`` is per process; one optimizer step sees
     ``batch_size * grad_accum * num_processes`` examples."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     stage: Literal["lm", 1, 2, 3]
     pipeline: str = Field(
@@ -75,7 +80,7 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (None: off)")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = Field(False, description="train on the CPU even when an accelerator is present")
-    seed: int = 13
+    seed: int = Field(13, ge=0, le=MAX_SEED, description="0..2**32-1")
     max_length: int = Field(512, ge=8, description="tokens per sequence (longer ones are cut)")
     # losses
     lm_weight: float = Field(1.0, ge=0)

@@ -104,7 +104,7 @@ class Example:
 
 
 class SetSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     path: str = Field(description="a NExT-GPT JSON file")
     media_root: str | None = Field(

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anygen.errors import AnyGenError
-from anygen.train.config import ConfigError, format_validation_error
+from anygen.train.config import MAX_SEED, ConfigError, format_validation_error
 
 
 class EncoderTrainConfig(BaseModel):
-    """One encoder-binding run; errors name the field."""
+    """One encoder-binding run; errors name the field (numbers finite, seed in 0..2**32-1)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     pipeline: str = "tiny"
     data: list[str] = Field(min_length=1, description='JSON lists of {"media": path, "caption": str}')
@@ -37,7 +37,7 @@ class EncoderTrainConfig(BaseModel):
     temperature: float = Field(0.07, gt=0, description="initial softmax temperature (learned)")
     text_width: int = Field(64, ge=8)
     text_layers: int = Field(2, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     log_every: int = Field(10, ge=1)
     progress: bool = True
     verbose: bool = True

@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anygen.errors import AnyGenError
-from anygen.train.config import ConfigError, format_validation_error
+from anygen.train.config import MAX_SEED, ConfigError, format_validation_error
 
 
 class GeneratorTrainConfig(BaseModel):
-    """One generator training run; errors name the field."""
+    """One generator training run; errors name the field (numbers finite, seed in 0..2**32-1)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     modality: Literal["image", "video", "audio"]
     pipeline: str = Field("tiny", description="bundled name, spec .yaml or saved folder")
@@ -57,7 +57,7 @@ class GeneratorTrainConfig(BaseModel):
         "the UNet's spatial layers): an image model inflated to video, as ModelScope/Zeroscope were made",
     )
     snr_gamma: float | None = Field(5.0, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     log_every: int = Field(10, ge=1)
     progress: bool = True
     verbose: bool = True
