@@ -191,7 +191,8 @@ class DiffusersGenerator:
         *,
         defaults: Mapping[str, Any] | None = None,
     ) -> DiffusersGenerator:
-        """Load from a local folder in the diffusers layout (never the network).
+        """Load from a local folder in the diffusers layout (never the network), in ``torch_dtype`` (default
+        float32, whatever dtype the files store).
 
         Raises :class:`WeightsError` naming the folder and every missing file. Generation defaults come from the
         class, then the folder's ``anygen_generator.json`` (written by :meth:`save_pretrained`), then ``defaults``.
@@ -200,7 +201,8 @@ class DiffusersGenerator:
         pipe_cls = pipeline_class(cls.type_name)
         cls._check_folder(root, pipe_cls.__name__)
         sidecar = cls._read_sidecar(root)
-        kwargs = {**cls._pipeline_load_kwargs(), **dtype_kwarg(torch_dtype)}
+        # float32 unless asked: transformers would otherwise keep the stored dtype (a float16 copy stays float16)
+        kwargs = {**cls._pipeline_load_kwargs(), **dtype_kwarg(torch_dtype or torch.float32)}
         try:
             with quiet_progress():
                 pipeline = pipe_cls.from_pretrained(str(root), local_files_only=True, **kwargs)

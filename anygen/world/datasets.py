@@ -48,6 +48,7 @@ STAGE3_FORMS = (
     "text->image+audio",
     "text->image+video",
     "text->video+audio",
+    "text->image+video+audio",
 )
 # One random stream per kind of file (the second word of each stream's seed).
 _STREAMS = {
@@ -229,14 +230,11 @@ def _stage3_entry(form: str, pools: dict[str, list[Medium]], rng: np.random.Gene
         vid = any_of("video")
         img = any_of("image", colour=vid.attrs["colour"], shape=vid.attrs["shape"])
         return conversation(L.video_to_image_prompt(v), [vid], [(img, img.caption(position=False))])
-    # Two outputs at once: "draw a red circle and play a low steady tone".
-    first, second = form.split("->")[1].split("+")
-    a, b = any_of(first), any_of(second)
+    # Several outputs at once: "draw a red circle and play a low steady tone".
+    media = [any_of(kind) for kind in form.split("->")[1].split("+")]
     pos = bool(rng.random() >= 0.25)
-    prompt = L.joint_prompt(
-        _generation_prompt(a, v, position=pos), _generation_prompt(b, _variant(rng), position=pos)
-    )
-    return conversation(prompt, outputs=[(a, a.caption(position=pos)), (b, b.caption(position=pos))])
+    prompts = [_generation_prompt(m, v if i == 0 else _variant(rng), position=pos) for i, m in enumerate(media)]
+    return conversation(L.joint_prompt(*prompts), outputs=[(m, m.caption(position=pos)) for m in media])
 
 
 def _stage3(pools: dict[str, list[Medium]], total: int, rng: np.random.Generator) -> dict[str, list[dict]]:
@@ -260,14 +258,11 @@ def _text_corpus(
 
 
 def _generator_manifest(pool: list[Medium], rng: np.random.Generator) -> list[dict[str, str]]:
-    """Every medium with its caption; a quarter of the images once more with the position-free caption."""
-    rows = [{"media": m.relpath, "caption": m.caption()} for m in pool]
-    rows += [
-        {"media": m.relpath, "caption": m.caption(position=False)}
-        for m in pool
-        if m.modality == "image" and rng.random() < 0.25
-    ]
-    return rows
+    """Every medium with its full caption. (Image rows are not repeated with the position-free caption: with a
+    quarter of them repeated so, mini's 3.7 M-parameter UNet ignored the position words altogether (17 of 45
+    right, chance); without, 45 of 45, and it still draws the right colour and shape for a position-free
+    caption (30 of 30), somewhere.)"""
+    return [{"media": m.relpath, "caption": m.caption()} for m in pool]
 
 
 # -- writing -------------------------------------------------------------------------------------------

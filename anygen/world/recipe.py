@@ -14,9 +14,11 @@ Steps, each writing a folder under ``out`` and skipped on a rerun when its setti
 7. ``stage1``      NExT-GPT stage 1: input projector on X -> caption
 8. ``stage2``      NExT-GPT stage 2: output projectors aligned to each generator's own text encoder
 9. ``stage3``      NExT-GPT stage 3: LoRA + both projectors on instruction conversations
-10. ``eval``       ``anygen eval --suite world`` on the result: ``out/report.json``
+10. ``mini``      the result as shipped: ``out/stage3`` saved again with the generators' weights stored in
+                   float16 (they load as float32), named ``mini``
+11. ``eval``       ``anygen eval --suite world`` on ``out/mini``: ``out/eval/report.json``
 
-The trained pipeline is ``out/stage3`` (``AnyToAnyPipeline.from_pretrained``); :func:`export_mini` copies it into
+The trained pipeline is ``out/mini`` (``AnyToAnyPipeline.from_pretrained``); :func:`export_mini` copies it into
 the package (``weights/mini`` and ``pipelines/mini.yaml``).
 """
 
@@ -38,24 +40,27 @@ from anygen.errors import AnyGenError
 #: The graph of `mini` with random weights: the recipe's starting point.
 INIT_SPEC = Path(__file__).with_name("mini-init.yaml")
 KEY_FILE = ".recipe-key"
+#: Part of every step's key: raise it when a change of anygen's code should redo the steps.
+RECIPE_VERSION = 3
 
 #: Settings of every step (the full recipe). ``quick`` scales the step counts down for a smoke run.
 STEPS: dict[str, dict[str, Any]] = {
     "world": {},
-    "gen-image": {"modality": "image", "vae_steps": 600, "max_steps": 2500, "batch_size": 32, "lr": 1e-3},
-    "gen-video": {"modality": "video", "init_from": "image", "max_steps": 1500, "batch_size": 16, "lr": 1e-3},
+    "gen-image": {"modality": "image", "vae_steps": 800, "max_steps": 2500, "batch_size": 32, "lr": 1e-3},
+    "gen-video": {"modality": "video", "init_from": "image", "max_steps": 1000, "batch_size": 8, "lr": 1e-3},
     "gen-audio": {
-        "modality": "audio", "vae_steps": 400, "vocoder_steps": 1500, "max_steps": 1500, "batch_size": 32, "lr": 1e-3,
+        "modality": "audio", "vae_steps": 600, "vocoder_steps": 1500, "max_steps": 1500, "batch_size": 32, "lr": 1e-3,
     },
-    "encoder": {"max_steps": 1500, "batch_size": 64, "lr": 1e-3},
-    "lm": {"stage": "lm", "max_steps": 1500, "batch_size": 32, "lr": 2e-3, "data": "data-stage3.yaml"},
-    "stage1": {"stage": 1, "max_steps": 300, "batch_size": 32, "lr": 1e-3, "data": "data-stage1.yaml"},
-    "stage2": {"stage": 2, "max_steps": 800, "batch_size": 32, "lr": 1e-3, "data": "data-stage2.yaml"},
+    "encoder": {"max_steps": 3000, "batch_size": 64, "lr": 1e-3},
+    "lm": {"stage": "lm", "max_steps": 800, "batch_size": 32, "lr": 2e-3, "data": "data-stage3.yaml"},
+    "stage1": {"stage": 1, "max_steps": 200, "batch_size": 32, "lr": 1e-3, "data": "data-stage1.yaml"},
+    "stage2": {"stage": 2, "max_steps": 600, "batch_size": 32, "lr": 1e-3, "data": "data-stage2.yaml"},
     "stage3": {
-        "stage": 3, "max_steps": 600, "batch_size": 32, "lr": 1e-3, "data": "data-stage3.yaml",
+        "stage": 3, "max_steps": 500, "batch_size": 32, "lr": 1e-3, "data": "data-stage3.yaml",
         "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
                  "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
     },
+    "mini": {"generator_dtype": "float16"},
     "eval": {},
 }
 ORDER = list(STEPS)
@@ -65,7 +70,7 @@ _STEP_KEYS = ("max_steps", "vae_steps", "vocoder_steps")
 @dataclass
 class RecipeResult:
     out: Path
-    pipeline: Path  # the trained pipeline (out/stage3)
+    pipeline: Path  # the trained pipeline as shipped (out/mini)
     report: dict[str, Any] | None
     ran: list[str] = field(default_factory=list)  # steps run this time
     cached: list[str] = field(default_factory=list)  # steps whose earlier output was reused
@@ -90,7 +95,7 @@ def _settings(quick: bool) -> dict[str, dict[str, Any]]:
 
 def _key(name: str, settings: dict[str, Any], upstream: list[str], seed: int, world: dict[str, Any]) -> str:
     graph = INIT_SPEC.read_text() if name != "world" else ""
-    blob = json.dumps([name, settings, upstream, seed, world, graph], sort_keys=True, default=str)
+    blob = json.dumps([RECIPE_VERSION, name, settings, upstream, seed, world, graph], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -115,7 +120,7 @@ def train_mini(
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(quick)
-    result = RecipeResult(out, out / "stage3", None)
+    result = RecipeResult(out, out / "mini", None)
     keys: dict[str, str] = {}
     previous = None
     for name in ORDER:
@@ -177,6 +182,12 @@ def _run_step(name: str, s: dict[str, Any], out: Path, previous: Path | None, wo
         train_encoder({**s, "seed": seed}, pipeline=str(previous), data=manifests, out=str(folder),
                       progress=progress, log_every=50)
         return
+    if name == "mini":
+        _pack(previous, folder, s["generator_dtype"])
+        return
+    if name == "mini":
+        _pack(previous, folder, s["generator_dtype"])
+        return
     if name == "eval":
         from anygen.eval.world import format_report, run_world_eval
         from anygen.pipeline import AnyToAnyPipeline
@@ -202,6 +213,26 @@ def _run_step(name: str, s: dict[str, Any], out: Path, previous: Path | None, wo
         warmup_ratio=0.05,
         weight_decay=0.0,
     )
+
+
+def _pack(trained: Path, folder: Path, generator_dtype: str) -> None:
+    """``trained`` saved again as ``folder`` under the name ``mini``, the generators stored in ``generator_dtype``."""
+    import torch
+
+    from anygen.pipeline import AnyToAnyPipeline
+
+    pipe = AnyToAnyPipeline.from_pretrained(trained)
+    for modality in pipe.output_modalities:
+        pipe.generator(modality).to(dtype=getattr(torch, generator_dtype))
+    pipe.save_pretrained(folder)
+    spec = folder / "pipeline.yaml"
+    data = yaml.safe_load(spec.read_text())
+    data["name"] = "mini"
+    data["description"] = (
+        "mini: trained end to end by anygen on the shapes-and-tones world (anygen world train-mini); "
+        "offline, seconds per call on a CPU"
+    )
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def export_mini(trained: str | Path, *, weights: str | Path, spec: str | Path) -> Path:
