@@ -102,18 +102,7 @@ class LanguageModel(nn.Module):
 
     def load_adapter(self, path: Path) -> None:
         """Apply a peft (LoRA) adapter folder over the model (``adapter_config.json`` + safetensors)."""
-        from peft import PeftModel
-
-        if not (path / "adapter_config.json").is_file():
-            raise WeightsError(
-                f"llm.adapter: {path} holds no adapter_config.json (expected a peft adapter folder)"
-            )
-        if not (path / "adapter_model.safetensors").is_file():  # never peft's adapter_model.bin (a pickle)
-            raise WeightsError(f"llm.adapter: {path} holds no adapter_model.safetensors")
-        try:
-            self.model = PeftModel.from_pretrained(self.model, path, is_trainable=False).eval()
-        except Exception as err:  # a malformed config or weights file
-            raise WeightsError(f"llm.adapter: {path} could not be loaded: {load_error_reason(err)}") from None
+        self.model = peft_adapter(self.model, path, "llm.adapter").eval()
 
     def save_pretrained(self, path: Path) -> None:
         self.model.save_pretrained(path, safe_serialization=True)
@@ -163,3 +152,31 @@ class LanguageModel(nn.Module):
     def decode(self, token_ids: Sequence[int]) -> str:
         """Text of generated tokens, without signal or other special tokens."""
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+
+def peft_adapter(model: nn.Module, path: str | Path, where: str) -> nn.Module:
+    """``model`` with the peft (LoRA) adapter folder ``path`` over it (a ``PeftModel``, not trainable), read
+    from ``adapter_model.safetensors`` only: peft's ``adapter_model.bin`` is a pickle and is never read.
+    :class:`WeightsError` (its message starting with ``where``) for a missing or malformed folder; a missing
+    or unreadable weights file is refused before ``model`` is touched."""
+    from peft import PeftModel
+
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise WeightsError(f"{where}: {path} holds no adapter_config.json (expected a peft adapter folder)")
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():  # never peft's adapter_model.bin (a pickle)
+        raise WeightsError(f"{where}: {path} holds no adapter_model.safetensors")
+    try:  # its header read first: peft changes the model in place before it reads the weights
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as file:
+            file.keys()
+    except Exception as err:
+        raise WeightsError(
+            f"{where}: {weights} is not a safetensors file: {load_error_reason(err)}"
+        ) from None
+    try:
+        return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    except Exception as err:  # a malformed config or weights file
+        raise WeightsError(f"{where}: {path} could not be loaded: {load_error_reason(err)}") from None

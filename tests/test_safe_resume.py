@@ -1,5 +1,7 @@
-"""No loader of anygen runs code from a file: resume, ImageBind, the legacy converter and NExT-GPT's .npy captions
-refuse a malicious pickle without executing it, with an anygen error that never advises ``weights_only=False``."""
+"""No loader of anygen runs code from a file: resume, every weights file of a pipeline folder (LLM, generators'
+UNet, VAE, text encoder and vocoder, encoders, projectors, the LLM adapter), ImageBind, CLIP, CLAP,
+``apply_lora_adapter``, the legacy converter and NExT-GPT's .npy captions refuse a malicious pickle without
+executing it, with an anygen error that never advises ``weights_only=False``."""
 
 from __future__ import annotations
 
@@ -205,6 +207,14 @@ _G = "outputs/image/generator"
 _COMPONENTS = {
     "llm as pytorch_model.bin": ("llm/model.safetensors", "llm/pytorch_model.bin"),
     "llm as model.safetensors": ("llm/model.safetensors", "llm/model.safetensors"),
+    "vae as .bin": (
+        f"{_G}/vae/diffusion_pytorch_model.safetensors",
+        f"{_G}/vae/diffusion_pytorch_model.bin",
+    ),
+    "vae as safetensors": (
+        f"{_G}/vae/diffusion_pytorch_model.safetensors",
+        f"{_G}/vae/diffusion_pytorch_model.safetensors",
+    ),
     "unet as .bin": (
         f"{_G}/unet/diffusion_pytorch_model.safetensors",
         f"{_G}/unet/diffusion_pytorch_model.bin",
@@ -272,3 +282,68 @@ def test_clip_encoder_loader_refuses_a_malicious_pickle(tmp_path):
     with pytest.raises(AnyGenError) as err:
         ClipImageEncoder.from_pretrained(root)
     _refused(err, marker)
+
+
+def test_clap_encoder_loader_refuses_a_malicious_pickle(tmp_path):
+    from anygen.encoders.clap import ClapEncoder
+
+    root = ClapEncoder.from_config(None, seed=0).save_pretrained(tmp_path / "clap")
+    (root / "model.safetensors").unlink()
+    marker = tmp_path / "ran"
+    _plant(root / "pytorch_model.bin", marker)
+    with pytest.raises(AnyGenError) as err:
+        ClapEncoder.from_pretrained(root)
+    _refused(err, marker)
+    # Under the safetensors name itself: not a safetensors file, refused unread.
+    (root / "pytorch_model.bin").rename(root / "model.safetensors")
+    with pytest.raises(AnyGenError) as err:
+        ClapEncoder.from_pretrained(root)
+    _refused(err, marker)
+
+
+@pytest.mark.parametrize("planted", ["adapter_model.bin", "adapter_model.safetensors"])
+def test_apply_lora_adapter_refuses_a_malicious_pickle(tmp_path, planted):
+    """``anygen.train.apply_lora_adapter`` (a stage-3 run's ``llm-lora/`` over its pipeline) reads only
+    safetensors: peft's pickled ``adapter_model.bin`` is refused, a pickle under the safetensors name too."""
+    from peft import LoraConfig
+
+    from anygen import AnyToAnyPipeline
+    from anygen.train import apply_lora_adapter
+
+    folder = tmp_path / "llm-lora"
+    LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]).save_pretrained(str(folder))
+    marker = tmp_path / "ran"
+    _plant(folder / planted, marker)
+    pipe = AnyToAnyPipeline.from_pretrained("tiny")
+    before = {k: v.clone() for k, v in pipe.llm.model.state_dict().items()}
+    with pytest.raises(AnyGenError) as err:
+        apply_lora_adapter(pipe, folder)
+    message = _refused(err, marker)
+    assert "llm-lora" in message
+    if planted.endswith(".bin"):
+        assert "adapter_model.safetensors" in message
+    after = pipe.llm.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_apply_lora_adapter_still_applies_a_safetensors_adapter(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from anygen import AnyToAnyPipeline
+    from anygen.train import apply_lora_adapter
+
+    source = AnyToAnyPipeline.from_pretrained("tiny")
+    peft_model = get_peft_model(source.llm.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(generator=torch.Generator().manual_seed(0))
+    peft_model.save_pretrained(str(tmp_path / "llm-lora"))
+    assert (tmp_path / "llm-lora" / "adapter_model.safetensors").is_file()
+    expected = peft_model.merge_and_unload().state_dict()
+
+    pipe = AnyToAnyPipeline.from_pretrained("tiny")
+    apply_lora_adapter(pipe, tmp_path / "llm-lora")
+    merged = pipe.llm.model.state_dict()
+    assert merged.keys() == expected.keys()
+    assert all(torch.allclose(merged[k], expected[k], atol=1e-6) for k in expected)

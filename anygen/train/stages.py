@@ -360,11 +360,14 @@ def data_modalities(examples, stage: int, pipe) -> tuple[list[str], list[str]]:
 def apply_lora_adapter(pipe, adapter_dir) -> None:
     """Merge a LoRA adapter written by a stage-3 run with ``lora.save: adapter`` (``OUT/llm-lora``) into
     ``pipe``'s LLM, giving the trained model: ``apply_lora_adapter(AnyToAnyPipeline.from_pretrained(OUT),
-    OUT / "llm-lora")``."""
-    from peft import PeftModel
+    OUT / "llm-lora")``. Only ``adapter_model.safetensors`` is read (never peft's pickled ``.bin``); a missing
+    or malformed adapter is a :class:`~anygen.errors.WeightsError` (a missing or unreadable weights file is
+    refused before the LLM is touched)."""
+    from anygen.llm import peft_adapter
 
     with _quiet_peft():
-        pipe.llm.model = PeftModel.from_pretrained(pipe.llm.model, str(adapter_dir)).merge_and_unload().eval()
+        adapted = peft_adapter(pipe.llm.model, adapter_dir, "apply_lora_adapter")
+        pipe.llm.model = adapted.merge_and_unload().eval()
 
 
 @contextlib.contextmanager
