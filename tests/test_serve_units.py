@@ -119,7 +119,7 @@ def test_limits_and_pipeline_capabilities(tiny_pipe):
     req = GenerateRequest(
         prompt="x" * 9000,
         max_new_tokens=10**6,
-        num_inference_steps={"image": 1000},
+        num_inference_steps={"image": 500},
         height=4096,
         width=4096,
         num_frames=1000,
