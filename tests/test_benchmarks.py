@@ -130,3 +130,33 @@ def test_gpu_script_dry_run(runs):
         assert _positive(entry["overhead"]["ratio"])
         assert f"text_to_{modality}" in stdout
     assert _positive(data["text_to_audio"]["stages_s"]["vocoder"])
+
+
+def test_mini_speed_benchmark_and_figure_script_run(tmp_path):
+    """benchmarks/mini.py (seconds per call against a baseline, plus a world report) and docs/make_mini_figure.py
+    run on any world-shaped pipeline; here tiny against tiny, so only the plumbing is checked."""
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"serving": {"kept": True}}))
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"pipeline": "x", "n": 2, "tasks": {}, "items": [1, 2], "world": {}}))
+    bench = subprocess.run(
+        [sys.executable, "-m", "benchmarks.mini", "--pipeline", "tiny", "--baseline", "tiny", "--repeats", "1",
+         "--threads", "1", "--out", str(out), "--report", str(report)],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert bench.returncode == 0, bench.stderr
+    results = json.loads(out.read_text())
+    assert results["serving"] == {"kept": True}
+    cases = results["mini_speed"]["cases"]
+    assert set(cases) == {"text_to_image", "text_to_video", "text_to_audio", "image_to_text"}
+    assert all(c["mini_s"] > 0 and c["tiny_s"] > 0 and c["ratio"] > 0 for c in cases.values())
+    assert results["world"] == {"pipeline": "x", "n": 2, "tasks": {}}  # the per-prompt rows are left out
+    figure = tmp_path / "mini.png"
+    drawn = subprocess.run(
+        [sys.executable, "docs/make_mini_figure.py", "--pipeline", "tiny", "--out", str(figure)],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    from PIL import Image
+
+    assert Image.open(figure).size == (8 * (32 * 4 + 4) + 8, 3 * (32 * 4 + 36))
