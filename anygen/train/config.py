@@ -9,7 +9,7 @@ a dict, a YAML file (``--config``) or the command line; the command line overrid
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -195,3 +195,25 @@ def format_validation_error(err: ValidationError) -> str:
             msg = msg[len("Value error, ") :]
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
+
+
+class ComponentConfig(BaseModel):
+    """Settings of a one-process component trainer (``--stage generator`` / ``encoder``): built from a dict and
+    keyword overrides, with errors that name the field (``<what> train config: lr: ...``)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    what: ClassVar[str] = "component"
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Hook: adjust raw values (e.g. split a comma-separated list) before validation."""
+        return data
+
+    @classmethod
+    def build(cls, source: dict[str, Any] | None = None, /, **overrides: Any):
+        data = cls._prepare({**(source or {}), **overrides})
+        data = {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(f"{cls.what} train config: {format_validation_error(err)}") from None

@@ -11,21 +11,21 @@ Data: generator-style JSON lists of ``{"media": path, "caption": str}`` (the mod
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from anygen.errors import AnyGenError
-from anygen.train.config import MAX_SEED, ConfigError, format_validation_error
+from anygen.train.config import MAX_SEED, ComponentConfig, ConfigError
 
 
-class EncoderTrainConfig(BaseModel):
+class EncoderTrainConfig(ComponentConfig):
     """One encoder-binding run; errors name the field (numbers finite, seed in 0..2**32-1)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    what: ClassVar[str] = "encoder"
 
     pipeline: str = "tiny"
     data: list[str] = Field(min_length=1, description='JSON lists of {"media": path, "caption": str}')
@@ -43,15 +43,10 @@ class EncoderTrainConfig(BaseModel):
     verbose: bool = True
 
     @classmethod
-    def build(cls, source: dict[str, Any] | None = None, /, **overrides: Any) -> EncoderTrainConfig:
-        data = {**(source or {}), **overrides}
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(data.get("data"), (str, Path)):
             data["data"] = [p for p in str(data["data"]).split(",") if p]
-        data = {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            raise ConfigError(f"encoder train config: {format_validation_error(err)}") from None
+        return data
 
 
 def _text_tower(width: int, layers: int, output_dim: int, max_length: int = 64):

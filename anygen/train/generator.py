@@ -20,21 +20,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from anygen.errors import AnyGenError
-from anygen.train.config import MAX_SEED, ConfigError, format_validation_error
+from anygen.train.config import MAX_SEED, ComponentConfig, ConfigError
 
 
-class GeneratorTrainConfig(BaseModel):
+class GeneratorTrainConfig(ComponentConfig):
     """One generator training run; errors name the field (numbers finite, seed in 0..2**32-1)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    what: ClassVar[str] = "generator"
 
     modality: Literal["image", "video", "audio"]
     pipeline: str = Field("tiny", description="bundled name, spec .yaml or saved folder")
@@ -61,15 +61,6 @@ class GeneratorTrainConfig(BaseModel):
     log_every: int = Field(10, ge=1)
     progress: bool = True
     verbose: bool = True
-
-    @classmethod
-    def build(cls, source: dict[str, Any] | None = None, /, **overrides: Any) -> GeneratorTrainConfig:
-        data = {**(source or {}), **overrides}
-        data = {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            raise ConfigError(f"generator train config: {format_validation_error(err)}") from None
 
 
 def read_manifest(path: str | Path) -> tuple[list[Path], list[str]]:
