@@ -92,7 +92,8 @@ class LanguageModel(nn.Module):
             ) from None
         try:  # safetensors only: a pytorch_model.bin (a pickle) is never read
             model = AutoModelForCausalLM.from_pretrained(
-                path, local_files_only=True, dtype=torch_dtype, use_safetensors=True
+                # float32 unless asked: transformers would keep a float16 copy's dtype
+                path, local_files_only=True, dtype=torch_dtype or torch.float32, use_safetensors=True
             )
         except Exception as err:  # OSError (no safetensors), SafetensorError, ValueError, ...
             raise WeightsError(

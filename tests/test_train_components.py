@@ -144,6 +144,17 @@ def test_the_mini_recipe_runs_end_to_end_and_caches_its_steps(tmp_path):
     assert result.ran == recipe.ORDER and not result.cached
     pipe = AnyToAnyPipeline.from_pretrained(result.pipeline)
     assert set(pipe.output_modalities) == {"image", "video", "audio"}
+    # stored in float16 (half the bytes), loaded as float32 by every loader
+    from safetensors import safe_open
+
+    for stored in (result.pipeline / "llm" / "model.safetensors", result.pipeline / "encoders" / "imagebind" /
+                   "model.safetensors", next((result.pipeline / "outputs" / "video" / "generator" / "unet").glob(
+                       "*.safetensors"))):
+        with safe_open(str(stored), "pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}, stored  # noqa: SIM118
+    pipe.load_all()
+    assert pipe.llm.dtype == torch.float32 and pipe.generator("video").pipeline.unet.dtype == torch.float32
+    assert next(pipe.encoder("imagebind").parameters()).dtype == torch.float32
     report = result.report
     assert report is not None and (tmp_path / "run" / "eval" / "report.json").is_file()
     assert {"text->image", "image->text", "text->audio"} <= set(report["tasks"])

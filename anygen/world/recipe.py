@@ -14,8 +14,8 @@ Steps, each writing a folder under ``out`` and skipped on a rerun when its setti
 7. ``stage1``      NExT-GPT stage 1: input projector on X -> caption
 8. ``stage2``      NExT-GPT stage 2: output projectors aligned to each generator's own text encoder
 9. ``stage3``      NExT-GPT stage 3: LoRA + both projectors on instruction conversations
-10. ``mini``      the result as shipped: ``out/stage3`` saved again with the generators' weights stored in
-                   float16 (they load as float32), named ``mini``
+10. ``mini``      the result as shipped: ``out/stage3`` saved again with every weight stored in float16 (they
+                   load as float32), named ``mini``
 11. ``eval``       ``anygen eval --suite world`` on ``out/mini``: ``out/eval/report.json``
 
 The trained pipeline is ``out/mini`` (``AnyToAnyPipeline.from_pretrained``); :func:`export_mini` copies it into
@@ -41,13 +41,13 @@ from anygen.errors import AnyGenError
 INIT_SPEC = Path(__file__).with_name("mini-init.yaml")
 KEY_FILE = ".recipe-key"
 #: Part of every step's key: raise it when a change of anygen's code should redo the steps.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 #: Settings of every step (the full recipe). ``quick`` scales the step counts down for a smoke run.
 STEPS: dict[str, dict[str, Any]] = {
     "world": {},
     "gen-image": {"modality": "image", "vae_steps": 800, "max_steps": 2500, "batch_size": 32, "lr": 1e-3},
-    "gen-video": {"modality": "video", "init_from": "image", "max_steps": 1000, "batch_size": 8, "lr": 1e-3},
+    "gen-video": {"modality": "video", "init_from": "image", "max_steps": 2500, "batch_size": 8, "lr": 1e-3},
     "gen-audio": {
         "modality": "audio", "vae_steps": 600, "vocoder_steps": 1500, "max_steps": 1500, "batch_size": 32, "lr": 1e-3,
     },
@@ -60,7 +60,7 @@ STEPS: dict[str, dict[str, Any]] = {
         "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
                  "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
     },
-    "mini": {"generator_dtype": "float16"},
+    "mini": {"dtype": "float16"},
     "eval": {},
 }
 ORDER = list(STEPS)
@@ -183,10 +183,10 @@ def _run_step(name: str, s: dict[str, Any], out: Path, previous: Path | None, wo
                       progress=progress, log_every=50)
         return
     if name == "mini":
-        _pack(previous, folder, s["generator_dtype"])
+        _pack(previous, folder, s["dtype"])
         return
     if name == "mini":
-        _pack(previous, folder, s["generator_dtype"])
+        _pack(previous, folder, s["dtype"])
         return
     if name == "eval":
         from anygen.eval.world import format_report, run_world_eval
@@ -215,15 +215,15 @@ def _run_step(name: str, s: dict[str, Any], out: Path, previous: Path | None, wo
     )
 
 
-def _pack(trained: Path, folder: Path, generator_dtype: str) -> None:
-    """``trained`` saved again as ``folder`` under the name ``mini``, the generators stored in ``generator_dtype``."""
+def _pack(trained: Path, folder: Path, dtype: str) -> None:
+    """``trained`` saved again as ``folder`` under the name ``mini``, every weight stored in ``dtype`` (every loader
+    reads it back as float32 unless asked otherwise)."""
     import torch
 
     from anygen.pipeline import AnyToAnyPipeline
 
-    pipe = AnyToAnyPipeline.from_pretrained(trained)
-    for modality in pipe.output_modalities:
-        pipe.generator(modality).to(dtype=getattr(torch, generator_dtype))
+    pipe = AnyToAnyPipeline.from_pretrained(trained).load_all()
+    pipe.to(dtype=getattr(torch, dtype))
     pipe.save_pretrained(folder)
     spec = folder / "pipeline.yaml"
     data = yaml.safe_load(spec.read_text())
