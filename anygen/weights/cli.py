@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
-from anygen.errors import WeightsError
 from anygen.weights.manifest import (
     ComponentStatus,
     Manifest,
@@ -196,6 +196,13 @@ def _offline_message(todo: list[ComponentStatus], weights: Path, reason: str) ->
     return "\n".join(lines)
 
 
+def _report_offline(message: str) -> int:
+    """What cannot be downloaded: the error on its first line (as every anygen error), then the list of what is
+    missing and the command that gets each; exit code 2. A report, so it is not folded into one line."""
+    print(f"anygen: error: {message}", file=sys.stderr)
+    return 2
+
+
 def _download(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest)
     pipeline, names = manifest.select(args.name)
@@ -205,7 +212,7 @@ def _download(args: argparse.Namespace) -> int:
     statuses = [component_status(n, manifest.components[n], weights, hashes=False) for n in names]
     todo = [st for st in statuses if st.state in ("missing", "partial", "bad-hash")]
     if todo and is_offline():
-        raise WeightsError(_offline_message(todo, weights, "offline (HF_HUB_OFFLINE=1)"))
+        return _report_offline(_offline_message(todo, weights, "offline (HF_HUB_OFFLINE=1)"))
     print(f"weights folder: {_where(weights)}")
     for i, st in enumerate(statuses):
         comp = st.component
@@ -220,7 +227,7 @@ def _download(args: argparse.Namespace) -> int:
             download_component(st.name, comp, weights)
         except NetworkUnavailable as err:
             remaining = [s for s in todo if statuses.index(s) >= i]
-            raise WeightsError(_offline_message(remaining, weights, f"no network ({err})")) from None
+            return _report_offline(_offline_message(remaining, weights, f"no network ({err})"))
     pending = [component_status(n, manifest.components[n], weights, hashes=False) for n in names]
     steps = [st for st in pending if st.state == "needs-prepare"]
     if steps:
