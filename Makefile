@@ -25,7 +25,7 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
-# Train `mini` from an empty folder (about an hour on a 2-core CPU; steps are cached in runs/mini) and copy the
+# Train `mini` from an empty folder (about 40 min on a 2-core CPU; steps are cached in runs/mini) and copy the
 # result into the package: weights/mini and pipelines/mini.yaml.
 mini: setup
 	$(VENV)/bin/anygen world train-mini --out runs/mini --export
