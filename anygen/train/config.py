@@ -217,3 +217,16 @@ class ComponentConfig(BaseModel):
             return cls.model_validate(data)
         except ValidationError as err:
             raise ConfigError(f"{cls.what} train config: {format_validation_error(err)}") from None
+
+    @classmethod
+    def of(cls, config: Any = None, /, **overrides: Any):
+        """``config`` (an instance of this class, a dict or None) with ``overrides``, validated."""
+        return cls.build(config.model_dump() if isinstance(config, cls) else dict(config or {}), **overrides)
+
+    def start_run(self) -> tuple[Path, Path]:
+        """Create the output folder (``out``) with an empty ``metrics.jsonl``: ``(folder, metrics file)``."""
+        out = Path(self.out).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        metrics = out / "metrics.jsonl"
+        metrics.write_text("")
+        return out, metrics

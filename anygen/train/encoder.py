@@ -89,13 +89,9 @@ def train_encoder(config: EncoderTrainConfig | dict[str, Any] | None = None, /, 
     from anygen.train.generator import _batches, read_manifest
     from anygen.train.simple import optimise
 
-    base = config.model_dump() if isinstance(config, EncoderTrainConfig) else dict(config or {})
-    cfg = EncoderTrainConfig.build(base, **overrides)
+    cfg = EncoderTrainConfig.of(config, **overrides)
     say = print if cfg.verbose else (lambda *a, **k: None)
-    out = Path(cfg.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = out / "metrics.jsonl"
-    metrics.write_text("")
+    out, metrics = cfg.start_run()
 
     pipe = AnyToAnyPipeline.from_pretrained(cfg.pipeline)
     name = cfg.encoder or next(iter(pipe.spec.encoders))

@@ -109,15 +109,9 @@ def train_generator(config: GeneratorTrainConfig | dict[str, Any] | None = None,
     from anygen.pipeline import AnyToAnyPipeline
     from anygen.train.diffusion import DiffusionLoss
 
-    cfg = config if isinstance(config, GeneratorTrainConfig) and not overrides else None
-    if cfg is None:
-        base = config.model_dump() if isinstance(config, GeneratorTrainConfig) else dict(config or {})
-        cfg = GeneratorTrainConfig.build(base, **overrides)
+    cfg = GeneratorTrainConfig.of(config, **overrides)
     say = print if cfg.verbose else (lambda *a, **k: None)
-    out = Path(cfg.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = out / "metrics.jsonl"
-    metrics.write_text("")
+    out, metrics = cfg.start_run()
 
     files, captions = read_manifest(cfg.data)
     pipe = AnyToAnyPipeline.from_pretrained(cfg.pipeline)
