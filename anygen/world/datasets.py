@@ -59,7 +59,6 @@ _STREAMS = {
     "generation": 5,
     "stage3": 6,
     "corpus": 7,
-    "generator": 8,
 }
 
 
@@ -257,7 +256,7 @@ def _text_corpus(
     return [{"user": ordered[i][0], "assistant": ordered[i][1]} for i in rng.permutation(len(ordered))]
 
 
-def _generator_manifest(pool: list[Medium], rng: np.random.Generator) -> list[dict[str, str]]:
+def _generator_manifest(pool: list[Medium]) -> list[dict[str, str]]:
     """Every medium with its full caption. (Image rows are not repeated with the position-free caption: with a
     quarter of them repeated so, mini's 3.7 M-parameter UNet ignored the position words altogether (17 of 45
     right, chance); without, 45 of 45, and it still draws the right colour and shape for a position-free
@@ -348,9 +347,8 @@ def make_world(
         stage3[name.removesuffix(".json")] = {"path": name}
     counts["conversations"] = sum(len(e) for e in instructions.values())
 
-    gen_rng = stream(seed, "generator")
     generators = {
-        mod: _write_json(root / f"generator_{mod}.json", _generator_manifest(pool, gen_rng))
+        mod: _write_json(root / f"generator_{mod}.json", _generator_manifest(pool))
         for mod, pool in pools.items()
     }
     corpus = _text_corpus(
