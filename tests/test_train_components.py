@@ -74,6 +74,27 @@ def test_generator_stage_errors_name_the_setting(world, tmp_path):
         train_generator(modality="image", data=bad, out=tmp_path / "o", verbose=False, progress=False)
 
 
+def test_optimise_gives_each_parameter_group_its_own_rate(tmp_path):
+    from anygen.train.simple import optimise
+
+    fast, slow = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(4))
+    groups = [{"params": [fast]}, {"params": [slow], "lr": 1e-4}]
+    optimise(groups, lambda k: {"loss": (fast - 1).pow(2).sum() + (slow - 1).pow(2).sum()}, steps=1, lr=1e-3,
+             name="groups", metrics=tmp_path / "m.jsonl", warmup=1, max_grad_norm=None, progress=False)
+    moved_fast, moved_slow = float(fast.abs().mean()), float(slow.abs().mean())  # Adam's first step: about the rate
+    assert moved_fast == pytest.approx(10 * moved_slow, rel=1e-3) and moved_fast > 0
+
+
+def test_generator_text_encoder_rate_is_checked(world, tmp_path):
+    from anygen.train.config import ConfigError
+    from anygen.train.generator import GeneratorTrainConfig
+
+    with pytest.raises(ConfigError, match="text_encoder_lr"):
+        GeneratorTrainConfig.of(None, modality="image", data="x.json", out=str(tmp_path), text_encoder_lr=0)
+    cfg = GeneratorTrainConfig.of(None, modality="image", data="x.json", out=str(tmp_path), text_encoder_lr=5e-3)
+    assert cfg.text_encoder_lr == 5e-3
+
+
 def test_generator_stage_from_the_command_line(world, tmp_path, capsys):
     code = cli_main(["train", "--stage", "generator", "--modality", "image", "--data",
                      str(world.generators["image"]), "--out", str(tmp_path / "g"), "--lora-r", "4"])

@@ -135,6 +135,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--freeze-text-encoder", dest="train_text_encoder", action="store_false", default=S,
         help="train the denoiser only",
     )
+    c.add_argument("--text-encoder-lr", dest="text_encoder_lr", type=float, default=S,
+                   help="the text encoder's learning rate (default: --lr)")
     lr = p.add_argument_group("LoRA (stage 3)")
     lr.add_argument("--lora-r", dest="lora_r", type=int, default=S)
     lr.add_argument("--lora-alpha", dest="lora_alpha", type=float, default=S)

@@ -46,6 +46,7 @@ class GeneratorTrainConfig(ComponentConfig):
     batch_size: int = Field(32, ge=1)
     vae_batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
+    text_encoder_lr: float | None = Field(None, gt=0, description="the text encoder's rate (None: lr)")
     vae_lr: float = Field(1e-3, gt=0)
     vocoder_lr: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
@@ -275,10 +276,10 @@ def _train_denoiser(gen, loss_fn, means, stds, captions, cfg: GeneratorTrainConf
     components = gen.pipeline
     unet, vae, text_encoder = components.unet, components.vae, components.text_encoder
     unet.requires_grad_(True).train()
-    params = list(unet.parameters())
+    params = [{"params": list(unet.parameters())}]
     if cfg.train_text_encoder:
         text_encoder.requires_grad_(True).train()
-        params += list(text_encoder.parameters())
+        params.append({"params": list(text_encoder.parameters()), "lr": cfg.text_encoder_lr or cfg.lr})
     scale = float(vae.config.scaling_factor)
     video = gen.type_name == "zeroscope"
     batches = _batches(len(captions), min(cfg.batch_size, len(captions)), rng)

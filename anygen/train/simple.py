@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ StepFn = Callable[[int], dict[str, torch.Tensor]]  # step -> {"loss": tensor (wi
 
 
 def optimise(
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[torch.nn.Parameter] | Sequence[dict[str, Any]],
     step_fn: StepFn,
     *,
     steps: int,
@@ -34,12 +34,19 @@ def optimise(
     log_every: int = 10,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run ``steps`` optimizer steps of ``step_fn``; returns the logged rows (also appended to ``metrics``)."""
-    params = [p for p in params if p.requires_grad]
+    """Run ``steps`` optimizer steps of ``step_fn``; returns the logged rows (also appended to ``metrics``).
+
+    ``params``: parameters, or torch parameter groups (``{"params": [...], "lr": ...}``) for per-group rates;
+    the schedule scales every group's rate alike, and the logged ``lr`` is the base one."""
+    groups = [dict(g) for g in params] if _are_groups(params) else [{"params": list(params)}]
+    for group in groups:
+        group["params"] = [p for p in group["params"] if p.requires_grad]
+    groups = [g for g in groups if g["params"]]
+    params = [p for g in groups for p in g["params"]]
     if not params:
         raise ValueError(f"{name}: nothing to train")
     warmup = max(1, steps // 20) if warmup is None else warmup
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, steps))
     bar = None
     if progress:
@@ -80,3 +87,7 @@ def optimise(
     if bar is not None:
         bar.close()
     return rows
+
+
+def _are_groups(params) -> bool:
+    return isinstance(params, (list, tuple)) and bool(params) and isinstance(params[0], dict)
