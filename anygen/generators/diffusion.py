@@ -149,6 +149,8 @@ class DiffusersGenerator:
     type_name: ClassVar[str]
     modality: ClassVar[str]
     defaults_class: ClassVar[type[GenerationDefaults]] = GenerationDefaults
+    #: Knobs of the tiny config (and ``anygen_generator.json``'s ``architecture``) passed to ``__init__``.
+    architecture_knobs: ClassVar[tuple[str, ...]] = ()
     # Components of the diffusers folder and what they hold: diffusers model, transformers model, tokenizer, scheduler.
     components: ClassVar[dict[str, str]] = {
         "unet": "diffusers",
@@ -200,7 +202,7 @@ class DiffusersGenerator:
         root = Path(path)
         pipe_cls = pipeline_class(cls.type_name)
         cls._check_folder(root, pipe_cls.__name__)
-        sidecar = cls._read_sidecar(root)
+        sidecar, architecture = cls._read_sidecar(root)
         # float32 unless asked: transformers would otherwise keep the stored dtype (a float16 copy stays float16)
         kwargs = {**cls._pipeline_load_kwargs(), **dtype_kwarg(torch_dtype or torch.float32)}
         try:
@@ -212,7 +214,7 @@ class DiffusersGenerator:
             ) from err
         _own_memory(pipeline)
         merged = {**sidecar, **(defaults or {})}
-        return cls(pipeline, defaults=merged)
+        return cls(pipeline, defaults=merged, **architecture)
 
     @classmethod
     def from_config(
@@ -233,7 +235,8 @@ class DiffusersGenerator:
             torch.manual_seed(seed)
             components = tiny_components(cls.type_name, knobs)
         pipeline = pipeline_class(cls.type_name)(**components, **cls._pipeline_init_kwargs())
-        return cls(pipeline, defaults={**knobs["defaults"], **(defaults or {})})
+        architecture = {k: knobs[k] for k in cls.architecture_knobs}
+        return cls(pipeline, defaults={**knobs["defaults"], **(defaults or {})}, **architecture)
 
     @classmethod
     def _pipeline_init_kwargs(cls) -> dict[str, Any]:
@@ -245,6 +248,8 @@ class DiffusersGenerator:
         with quiet_progress():
             self.pipeline.save_pretrained(str(root), safe_serialization=True)
         sidecar = {"type": self.type_name, "defaults": dataclasses.asdict(self.defaults)}
+        if self.architecture():
+            sidecar["architecture"] = self.architecture()
         (root / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -288,11 +293,16 @@ class DiffusersGenerator:
                 f"{cls.type_name} weights folder {root} is incomplete; missing: {'; '.join(missing)}"
             )
 
+    def architecture(self) -> dict[str, Any]:
+        """What this generator adds to its diffusers classes (none here; see ``architecture_knobs``)."""
+        return {}
+
     @classmethod
-    def _read_sidecar(cls, root: Path) -> dict[str, Any]:
+    def _read_sidecar(cls, root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The generation defaults and the architecture knobs recorded in ``anygen_generator.json``."""
         path = root / SIDECAR
         if not path.is_file():
-            return {}
+            return {}, {}
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -302,7 +312,14 @@ class DiffusersGenerator:
             raise WeightsError(f"{path} describes a {got!r} generator, not {cls.type_name!r}")
         defaults = data.get("defaults") or {}
         known = set(_field_names(cls.defaults_class))
-        return {k: v for k, v in defaults.items() if k in known}
+        architecture = data.get("architecture") or {}
+        unknown = sorted(set(architecture) - set(cls.architecture_knobs)) if isinstance(architecture, dict) else None
+        if unknown is None or unknown:
+            raise WeightsError(
+                f"{path}: architecture: unknown for a {cls.type_name} generator: {unknown or architecture!r} "
+                f"(known: {list(cls.architecture_knobs)})"
+            )
+        return {k: v for k, v in defaults.items() if k in known}, dict(architecture)
 
     # ---- configuration ---------------------------------------------------------------------------------------
 
@@ -540,6 +557,29 @@ class ZeroscopeGenerator(_ClipConditionedGenerator):
     type_name = "zeroscope"
     modality = GENERATOR_MODALITIES[type_name]
     defaults_class = VideoDefaults
+    architecture_knobs = ("frame_positions",)
+
+    def __init__(
+        self,
+        pipeline: Any,
+        *,
+        defaults: GenerationDefaults | Mapping[str, Any] | None = None,
+        frame_positions: bool = False,
+    ):
+        """``frame_positions``: add a sinusoidal frame-index embedding to the UNet's temporal attention
+        (:mod:`anygen.generators.frame_positions`; Zeroscope itself has none)."""
+        from anygen.generators.frame_positions import add_frame_positions, has_frame_positions
+
+        if not isinstance(frame_positions, bool):
+            raise SpecError(f"zeroscope generator: frame_positions: expected true or false, got {frame_positions!r}")
+        if frame_positions and not has_frame_positions(pipeline.unet):
+            add_frame_positions(pipeline.unet)
+        super().__init__(pipeline, defaults=defaults)
+
+    def architecture(self) -> dict[str, Any]:
+        from anygen.generators.frame_positions import has_frame_positions
+
+        return {"frame_positions": True} if has_frame_positions(self.pipeline.unet) else {}
 
     def _run(self, embeds, negative, opts, generator) -> list:
         out = self.pipeline(

@@ -52,7 +52,7 @@ _COMMON_KNOBS: dict[str, Any] = {
 #: Knobs and defaults for each generator type. ``defaults`` holds the generation defaults of a tiny generator.
 TINY_KNOBS: dict[str, dict[str, Any]] = {
     "stable-diffusion": {**_COMMON_KNOBS, "scheduler": "pndm"},
-    "zeroscope": {**_COMMON_KNOBS},
+    "zeroscope": {**_COMMON_KNOBS, "frame_positions": False},  # see anygen.generators.frame_positions
     "audioldm": {
         **_COMMON_KNOBS,
         **_AUDIOLDM_BETAS,
