@@ -130,6 +130,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c = p.add_argument_group("components (--stage generator / encoder)")
     c.add_argument("--vae-steps", dest="vae_steps", type=int, default=S, help="autoencoder steps first (0: keep it)")
     c.add_argument("--vocoder-steps", dest="vocoder_steps", type=int, default=S, help="vocoder steps (audio)")
+    c.add_argument("--text-steps", dest="text_steps", type=int, default=S,
+                   help="contrastive text-encoder steps against the media before the denoiser")
     c.add_argument("--caption-dropout", dest="caption_dropout", type=float, default=S)
     c.add_argument(
         "--freeze-text-encoder", dest="train_text_encoder", action="store_false", default=S,

@@ -7,7 +7,12 @@ The standard recipe of the diffusers training scripts, on the generator's own co
    ``scaling_factor`` is set to 1 / std of the latents, as Stable Diffusion's was chosen.
 2. ``vocoder_steps`` > 0 (audio): the ``SpeechT5HifiGan`` vocoder from the true log-mel to the waveform, with a
    multi-resolution STFT loss (spectral convergence + log magnitude).
-3. ``max_steps``: the denoiser (``UNet2DConditionModel`` / ``UNet3DConditionModel``) and, unless frozen, the text
+3. ``text_steps`` > 0: the text encoder alone, contrastively (CLIP/CLAP's InfoNCE) against a linear map of each
+   medium's VAE latent, so that different captions condition differently before the denoiser learns to read them
+   (a text encoder trained from scratch through the denoising loss alone can collapse: AudioLDM's pooled, normalised
+   CLAP embedding of every caption starts within cosine 0.999 of the others). Captions that are equal count as
+   positives of each other.
+4. ``max_steps``: the denoiser (``UNet2DConditionModel`` / ``UNet3DConditionModel``) and, unless frozen, the text
    encoder, with the noise-prediction objective (the scheduler's ``prediction_type``, optional min-SNR weighting)
    and caption dropout (the empty prompt, so classifier-free guidance works).
 
@@ -43,6 +48,7 @@ class GeneratorTrainConfig(ComponentConfig):
     max_steps: int = Field(1000, ge=0, description="denoiser (+ text encoder) steps")
     vae_steps: int = Field(0, ge=0, description="autoencoder steps first (0: keep the VAE as it is)")
     vocoder_steps: int = Field(0, ge=0, description="vocoder steps (audio only)")
+    text_steps: int = Field(0, ge=0, description="contrastive text-encoder steps against the media latents")
     batch_size: int = Field(32, ge=1)
     vae_batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -126,7 +132,9 @@ def train_generator(config: GeneratorTrainConfig | dict[str, Any] | None = None,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     media = _load_media(cfg.modality, files)
-    say(f"generator data: {len(media)} {cfg.modality} items, {len(set(captions))} distinct captions ({cfg.data})")
+    say(
+        f"generator data: {len(media)} {cfg.modality} items, {len(set(captions))} distinct captions ({cfg.data})"
+    )
 
     if cfg.init_from:
         if cfg.init_from == cfg.modality or cfg.init_from not in pipe.output_modalities:
@@ -135,7 +143,10 @@ def train_generator(config: GeneratorTrainConfig | dict[str, Any] | None = None,
                 f"(it has {sorted(pipe.output_modalities)})"
             )
         copied = init_from_generator(components, pipe.generator(cfg.init_from).pipeline)
-        say(f"initialised from the {cfg.init_from} generator: " + ", ".join(f"{k} {v}" for k, v in copied.items()))
+        say(
+            f"initialised from the {cfg.init_from} generator: "
+            + ", ".join(f"{k} {v}" for k, v in copied.items())
+        )
     loss_fn = DiffusionLoss(gen, cfg.snr_gamma)
     inputs = loss_fn._vae_inputs(media)  # per item: images [1,3,H,W], video [F,3,H,W], audio [1,1,T,mels]
     for module in components.components.values():
@@ -151,6 +162,8 @@ def train_generator(config: GeneratorTrainConfig | dict[str, Any] | None = None,
         scale = float(1.0 / torch.cat([m.flatten() for m in means]).std())
         components.vae.register_to_config(scaling_factor=scale)
         say(f"vae scaling_factor set to {scale:.4f} (1 / std of the latents)")
+    if cfg.text_steps:
+        _train_text_encoder(gen, means, captions, cfg, rng, metrics)
     if cfg.max_steps:
         _train_denoiser(gen, loss_fn, means, stds, captions, cfg, rng, metrics)
     for module in components.components.values():
@@ -198,8 +211,16 @@ def _train_vae(vae, data: torch.Tensor, cfg: GeneratorTrainConfig, rng, metrics:
         kl = dist.kl().mean() / x[0].numel()
         return {"loss": rec + cfg.kl_weight * kl, "recon": rec.detach(), "kl": kl.detach()}
 
-    optimise(vae.parameters(), step, steps=cfg.vae_steps, lr=cfg.vae_lr, name="vae", metrics=metrics,
-             log_every=cfg.log_every, progress=cfg.progress)
+    optimise(
+        vae.parameters(),
+        step,
+        steps=cfg.vae_steps,
+        lr=cfg.vae_lr,
+        name="vae",
+        metrics=metrics,
+        log_every=cfg.log_every,
+        progress=cfg.progress,
+    )
     vae.requires_grad_(False).eval()
 
 
@@ -261,16 +282,70 @@ def _train_vocoder(vocoder, inputs, media, cfg: GeneratorTrainConfig, rng, metri
         pred = vocoder(mel)
         return {"loss": stft_loss(pred, target)}
 
-    optimise(vocoder.parameters(), step, steps=cfg.vocoder_steps, lr=cfg.vocoder_lr, name="vocoder",
-             metrics=metrics, log_every=cfg.log_every, progress=cfg.progress)
+    optimise(
+        vocoder.parameters(),
+        step,
+        steps=cfg.vocoder_steps,
+        lr=cfg.vocoder_lr,
+        name="vocoder",
+        metrics=metrics,
+        log_every=cfg.log_every,
+        progress=cfg.progress,
+    )
     vocoder.requires_grad_(False).eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 3. The denoiser (+ text encoder)
+# 3. The text encoder, contrastively
 
 
-def _train_denoiser(gen, loss_fn, means, stds, captions, cfg: GeneratorTrainConfig, rng, metrics: Path) -> None:
+def _train_text_encoder(
+    gen, means, captions: list[str], cfg: GeneratorTrainConfig, rng, metrics: Path
+) -> None:
+    from anygen.train.simple import optimise
+
+    text_encoder = gen.pipeline.text_encoder
+    text_encoder.requires_grad_(True).train()
+    latents = torch.stack([m.flatten() for m in means])
+    latents = (latents - latents.mean(0)) / (latents.std(0) + 1e-6)
+    width = gen.condition_shape[1]
+    media_map = torch.nn.Linear(latents.shape[1], width)
+    log_temperature = torch.nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    caption_ids = torch.tensor([ids[c] for c in captions])
+    batches = _batches(len(captions), min(cfg.batch_size, len(captions)), rng)
+
+    def step(k: int) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(next(batches))
+        text = F.normalize(gen._encode([captions[i] for i in idx], text_encoder.device).mean(dim=1), dim=-1)
+        media = F.normalize(media_map(latents[idx]), dim=-1)
+        logits = text @ media.T * log_temperature.exp().clamp(max=100)
+        same = (caption_ids[idx][:, None] == caption_ids[idx][None, :]).float()
+        targets = same / same.sum(dim=1, keepdim=True)
+        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        return {"loss": loss}
+
+    params = [*text_encoder.parameters(), *media_map.parameters(), log_temperature]
+    optimise(
+        params,
+        step,
+        steps=cfg.text_steps,
+        lr=cfg.text_encoder_lr or cfg.lr,
+        name="text encoder",
+        metrics=metrics,
+        log_every=cfg.log_every,
+        progress=cfg.progress,
+    )
+    text_encoder.requires_grad_(False).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. The denoiser (+ text encoder)
+
+
+def _train_denoiser(
+    gen, loss_fn, means, stds, captions, cfg: GeneratorTrainConfig, rng, metrics: Path
+) -> None:
     from anygen.train.simple import optimise
 
     components = gen.pipeline
@@ -286,12 +361,16 @@ def _train_denoiser(gen, loss_fn, means, stds, captions, cfg: GeneratorTrainConf
 
     def step(k: int) -> dict[str, torch.Tensor]:
         idx = next(batches)
-        generators = [torch.Generator().manual_seed(int(cfg.seed * 1_000_003 + k * 4099 + j)) for j in range(len(idx))]
+        generators = [
+            torch.Generator().manual_seed(int(cfg.seed * 1_000_003 + k * 4099 + j)) for j in range(len(idx))
+        ]
         lat = []
         for i, g in zip(idx, generators, strict=True):
             eps = torch.randn(means[i].shape, generator=g)
             lat.append((means[i] + stds[i] * eps) * scale)
-        latents = torch.stack(lat).permute(0, 2, 1, 3, 4) if video else torch.cat(lat)  # video: [B, C, F, h, w]
+        latents = (
+            torch.stack(lat).permute(0, 2, 1, 3, 4) if video else torch.cat(lat)
+        )  # video: [B, C, F, h, w]
         drop = rng.random(len(idx)) < cfg.caption_dropout
         texts = ["" if d else captions[i] for i, d in zip(idx, drop, strict=True)]
         with torch.set_grad_enabled(cfg.train_text_encoder):
@@ -299,7 +378,15 @@ def _train_denoiser(gen, loss_fn, means, stds, captions, cfg: GeneratorTrainConf
         loss = loss_fn.loss_on_latents(latents.contiguous(), cond, generators).mean()
         return {"loss": loss}
 
-    optimise(params, step, steps=cfg.max_steps, lr=cfg.lr, name=f"{cfg.modality} denoiser", metrics=metrics,
-             log_every=cfg.log_every, progress=cfg.progress)
+    optimise(
+        params,
+        step,
+        steps=cfg.max_steps,
+        lr=cfg.lr,
+        name=f"{cfg.modality} denoiser",
+        metrics=metrics,
+        log_every=cfg.log_every,
+        progress=cfg.progress,
+    )
     unet.requires_grad_(False).eval()
     text_encoder.requires_grad_(False).eval()
