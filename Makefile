@@ -1,4 +1,4 @@
-# `make run`: set up .venv and generate with the embedded tiny default (no weight downloads).
+# `make run`: set up .venv and generate with the embedded default, mini (no weight downloads).
 # `make test`: set up .venv and run the test suite.
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,7 +20,7 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 setup: $(VENV)/.installed-$(EXTRAS)
 
 run: setup
-	$(VENV)/bin/anygen generate "a dog barking on a beach" --want image,video,audio --seed 0 --out out/ --overwrite
+	$(VENV)/bin/anygen generate "draw a red circle and show a video of a red circle moving right and play a low steady tone" --seed 0 --out out/ --overwrite
 
 test: setup
 	$(PY) -m pytest -q

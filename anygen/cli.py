@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("prompt")
     gen.add_argument(
-        "--pipeline", default="tiny", help="bundled name, spec .yaml, or saved folder (default: tiny)"
+        "--pipeline",
+        default=None,
+        help="bundled name, spec .yaml, or saved folder (default: $ANYGEN_PIPELINE or mini)",
     )
     gen.add_argument(
         "--want", type=_modalities, default=[], help="outputs to guarantee, e.g. image,video,audio"

@@ -14,7 +14,9 @@ from anygen.errors import AnyGenError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--pipeline", default="tiny", help="bundled name, spec .yaml, or saved folder (default: tiny)"
+        "--pipeline",
+        default=None,
+        help="bundled name, spec .yaml, or saved folder (default: $ANYGEN_PIPELINE or mini)",
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"

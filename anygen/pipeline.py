@@ -25,7 +25,7 @@ from anygen.llm import LanguageModel
 from anygen.options import ALL_GENERATOR_OPTIONS, CallOptions, Limits, check_call
 from anygen.output import AnyToAnyOutput
 from anygen.prompt import MediaSlot, Turn, conversation_segments
-from anygen.spec import MODALITIES, SPEC_FILENAME, PipelineSpec, load_spec
+from anygen.spec import MODALITIES, SPEC_FILENAME, PipelineSpec, default_pipeline, load_spec
 
 _MEDIA_ARGS = {"image": "images", "audio": "audios", "video": "videos"}
 
@@ -68,9 +68,10 @@ class AnyToAnyPipeline:
 
     # -- construction, saving -------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path = "tiny") -> AnyToAnyPipeline:
-        """A bundled pipeline name (``"tiny"``), a spec ``.yaml``, or a folder written by :meth:`save_pretrained`."""
-        return cls(load_spec(name_or_path))
+    def from_pretrained(cls, name_or_path: str | Path | None = None) -> AnyToAnyPipeline:
+        """A bundled pipeline name (``"mini"``, the trained default; ``"tiny"``, random weights), a spec ``.yaml``,
+        or a folder written by :meth:`save_pretrained`; None: ``$ANYGEN_PIPELINE`` or ``"mini"``."""
+        return cls(load_spec(name_or_path if name_or_path is not None else default_pipeline()))
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write ``pipeline.yaml`` and every component's weights (safetensors, Hugging Face layout)."""

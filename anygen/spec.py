@@ -304,6 +304,18 @@ def bundled_weights_dir() -> Path:
     return Path(str(resources.files("anygen.bundled_weights")))
 
 
+#: The pipeline used when none is named: the trained `mini`. ``$ANYGEN_PIPELINE`` names another (the test suite
+#: sets ``tiny``, the random-weight wiring pipeline, to stay fast).
+DEFAULT_PIPELINE = "mini"
+
+
+def default_pipeline() -> str:
+    """``$ANYGEN_PIPELINE`` when set, else :data:`DEFAULT_PIPELINE`."""
+    import os
+
+    return os.environ.get("ANYGEN_PIPELINE") or DEFAULT_PIPELINE
+
+
 # -- finding specs ------------------------------------------------------------------------------------
 def bundled_pipelines() -> dict[str, Path]:
     """Bundled spec names -> files (``pipelines/*.yaml`` in the repo, packaged as ``anygen.bundled_pipelines``)."""

@@ -6,6 +6,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Commands and calls that name no pipeline use tiny here (fast wiring checks); tests/test_mini.py names mini.
+os.environ.setdefault("ANYGEN_PIPELINE", "tiny")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLES = SHARED / "data" / "nextgpt-samples"

@@ -228,7 +228,7 @@ def test_cli_parser_defaults_are_safe():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo"])
-    assert (args.pipeline, args.host, args.port, args.share) == ("tiny", "127.0.0.1", 7860, False)
+    assert (args.pipeline, args.host, args.port, args.share) == (None, "127.0.0.1", 7860, False)  # None: $ANYGEN_PIPELINE or mini
     assert args.concurrency == 1 and callable(args.handler)
     args = parser.parse_args(
         ["demo", "--pipeline", "x.yaml", "--host", "0.0.0.0", "--port", "9000", "--share"]

@@ -13,7 +13,9 @@ SUITES = ("world",)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--pipeline", default="tiny", help="bundled name, spec .yaml, or saved folder (default: tiny)"
+        "--pipeline",
+        default=None,
+        help="bundled name, spec .yaml, or saved folder (default: $ANYGEN_PIPELINE or mini)",
     )
     p.add_argument("--suite", default="world", help=f"the suite to run (one of: {', '.join(SUITES)})")
     p.add_argument("--out", default=None, help="write the full report (JSON) here")
@@ -39,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from anygen.world.config import load_world
 
     config = load_world(args.world)
-    from anygen.spec import load_spec
+    from anygen.spec import default_pipeline, load_spec
 
-    spec = load_spec(args.pipeline)  # an unknown or invalid pipeline fails here, before any model is built
+    # an unknown or invalid pipeline fails here, before any model is built
+    spec = load_spec(args.pipeline or default_pipeline())
     from anygen.eval.world import format_report, run_world_eval
     from anygen.pipeline import AnyToAnyPipeline
 
