@@ -16,6 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
+@pytest.fixture(autouse=True)
+def _in_a_scratch_folder(tmp_path, monkeypatch):
+    """Commands run in an empty folder: a checkout's out/ (left by `make run`) must not change what they do."""
+    monkeypatch.chdir(tmp_path)
+
+
 def anygen(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "anygen", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600

@@ -21,6 +21,12 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNI
 FAST = ("--max-new-tokens", "4", "--steps", "1", "--seed", "0")
 
 
+@pytest.fixture(autouse=True)
+def _in_a_scratch_folder(tmp_path, monkeypatch):
+    """Commands run in an empty folder: a checkout's out/ (left by `make run`) must not change what they do."""
+    monkeypatch.chdir(tmp_path)
+
+
 def anygen(*args, cwd=None) -> subprocess.CompletedProcess:
     """The command as a user runs it; ``args`` may hold bytes (argv that is not UTF-8)."""
     return subprocess.run(
