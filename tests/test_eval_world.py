@@ -8,7 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from anygen.eval.world import TASKS, WorldSuite, format_report, judge_image, judge_video, run_world_eval
+from anygen.eval.world import (
+    COMBINATION_REPEATS,
+    TASKS,
+    WorldSuite,
+    format_report,
+    judge_image,
+    judge_video,
+    run_world_eval,
+)
 from anygen.output import AnyToAnyOutput
 from anygen.world import language as L
 from anygen.world.config import DEFAULT_WORLD
@@ -78,7 +86,9 @@ def test_the_prompt_set_is_fixed_and_covers_every_task():
     assert [(i.task, i.prompt) for i in a] == [(i.task, i.prompt) for i in b]
     assert {i.task for i in a} == set(TASKS)
     t2i = [i for i in a if i.task == "text->image"]
-    assert len(t2i) == 45 and sum(not i.seen for i in t2i) == len(DEFAULT_WORLD.holdout)
+    assert len(t2i) == 45 * COMBINATION_REPEATS
+    assert sum(not i.seen for i in t2i) == len(DEFAULT_WORLD.holdout) * COMBINATION_REPEATS
+    assert len({i.prompt for i in t2i}) > 45  # the repeats are worded differently (and get their own seeds)
     # A short run still sees held-out combinations: they are spread through the order.
     assert any(not i.seen for i in WorldSuite().items(limit=5) if i.task == "text->image")
     assert all(len([i for i in WorldSuite().items(limit=3) if i.task == t]) == 3 for t in TASKS)
@@ -93,7 +103,7 @@ def test_a_perfect_model_scores_everything(oracle_reports):
     for task, summary in report["tasks"].items():
         assert summary["all"] == 1.0, (task, summary)
         assert summary["output_kind"] == 1.0
-    assert report["tasks"]["text->image"]["unseen"]["n"] == 9
+    assert report["tasks"]["text->image"]["unseen"]["n"] == 9 * COMBINATION_REPEATS
     assert report["tasks"]["text->image"]["seen"]["all"] == 1.0
     assert report["tasks"]["text->image"]["unseen"]["all"] == 1.0
     json.dumps(report)  # JSON-able
