@@ -117,6 +117,22 @@ def test_control_defaults_follow_the_spec(tiny_pipe):
     assert d["audio_length_in_s"] == 1.0
 
 
+@pytest.mark.parametrize("name", ["mini", "tiny"])
+def test_every_control_accepts_its_own_default(name):
+    """Gradio refuses a slider value outside its range on every message: mini's greedy temperature (0) once was."""
+    import gradio as gr
+
+    from anygen import AnyToAnyPipeline
+    from anygen.demo.app import build_demo
+
+    demo = build_demo(AnyToAnyPipeline.from_pretrained(name))
+    sliders = [c for c in demo.blocks.values() if isinstance(c, gr.Slider)]
+    assert len(sliders) >= 6
+    for slider in sliders:
+        slider.preprocess(slider.value)  # raises gradio.Error when out of bounds
+    demo.close()
+
+
 def test_partial_text_cuts_at_stop_strings():
     assert partial_text(" hello ### Human", ["###"]) == "hello"
     assert partial_text("no stop ", ["###"]) == "no stop"
@@ -228,7 +244,8 @@ def test_cli_parser_defaults_are_safe():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo"])
-    assert (args.pipeline, args.host, args.port, args.share) == (None, "127.0.0.1", 7860, False)  # None: $ANYGEN_PIPELINE or mini
+    # pipeline None: $ANYGEN_PIPELINE or mini
+    assert (args.pipeline, args.host, args.port, args.share) == (None, "127.0.0.1", 7860, False)
     assert args.concurrency == 1 and callable(args.handler)
     args = parser.parse_args(
         ["demo", "--pipeline", "x.yaml", "--host", "0.0.0.0", "--port", "9000", "--share"]

@@ -367,7 +367,9 @@ def build_demo(
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
                 with gr.Accordion("Text", open=True):
                     top_p = gr.Slider(0.01, 1.0, value=d["top_p"], step=0.01, label="Top-p")
-                    temperature = gr.Slider(0.01, 2.0, value=d["temperature"], step=0.01, label="Temperature")
+                    temperature = gr.Slider(  # 0 is greedy decoding (mini's default)
+                        0.0, 2.0, value=d["temperature"], step=0.01, label="Temperature (0: greedy)"
+                    )
                     max_new_tokens = gr.Slider(
                         1,
                         cap.max_new_tokens or max(512, d["max_new_tokens"]),
