@@ -18,8 +18,10 @@ from anygen.serve.schema import GenerateRequest, RequestError, check_limits, dec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_default_yaml_is_the_built_in_default():
+def test_default_yaml_is_the_built_in_default(monkeypatch):
+    monkeypatch.delenv("ANYGEN_PIPELINE", raising=False)  # the suite's tiny
     assert load_config(ROOT / "serving" / "default.yaml") == ServeConfig()
+    assert ServeConfig().pipeline == "mini"
     assert load_config(None) == ServeConfig()
     # The defaults fit a 2-core machine: 1 replica each, 2 CPUs reserved in all.
     assert ServeConfig().reserved(["image", "video", "audio"]) == {"CPU": 2.0, "GPU": 0.0}

@@ -2,7 +2,7 @@
 deploy it: on a local Ray instance, or on an existing cluster (``address``/``RAY_ADDRESS``) with the same code.
 
 For Ray's own tooling (``serve run``, ``serve deploy``, KubeRay's RayService), :func:`app_builder` is an
-application builder: ``serve run anygen.serve.app:app_builder config=serving/default.yaml pipeline=tiny``.
+application builder: ``serve run anygen.serve.app:app_builder config=serving/default.yaml pipeline=mini``.
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "--pipeline", default=None, help="bundled name, spec .yaml, or saved folder (default: tiny)"
+        "--pipeline",
+        default=None,
+        help="bundled name, spec .yaml, or saved folder (default: $ANYGEN_PIPELINE or mini)",
     )
     p.add_argument(
         "--config",

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from anygen.errors import AnyGenError
 from anygen.options import Limits
-from anygen.spec import format_validation_error
+from anygen.spec import default_pipeline, format_validation_error
 
 Modality = Literal["image", "video", "audio"]
 GENERATOR_MODALITIES: tuple[Modality, ...] = ("image", "video", "audio")
@@ -160,7 +160,10 @@ class RayConfig(_Strict):
 class ServeConfig(_Strict):
     """Everything ``anygen serve`` deploys: the pipeline, HTTP, Ray and one entry per deployment."""
 
-    pipeline: str = Field("tiny", description="bundled pipeline name, spec .yaml, or saved folder")
+    pipeline: str = Field(
+        default_factory=default_pipeline,
+        description="bundled pipeline name, spec .yaml, or saved folder (default: $ANYGEN_PIPELINE or mini)",
+    )
     app_name: str = "anygen"
     route_prefix: str = "/"
     http: HTTPConfig = Field(default_factory=HTTPConfig)
