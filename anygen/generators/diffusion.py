@@ -248,8 +248,8 @@ class DiffusersGenerator:
         with quiet_progress():
             self.pipeline.save_pretrained(str(root), safe_serialization=True)
         sidecar = {"type": self.type_name, "defaults": dataclasses.asdict(self.defaults)}
-        if self.architecture():
-            sidecar["architecture"] = self.architecture()
+        if architecture := self.architecture():
+            sidecar["architecture"] = architecture
         (root / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -313,7 +313,11 @@ class DiffusersGenerator:
         defaults = data.get("defaults") or {}
         known = set(_field_names(cls.defaults_class))
         architecture = data.get("architecture") or {}
-        unknown = sorted(set(architecture) - set(cls.architecture_knobs)) if isinstance(architecture, dict) else None
+        unknown = (
+            sorted(set(architecture) - set(cls.architecture_knobs))
+            if isinstance(architecture, dict)
+            else None
+        )
         if unknown is None or unknown:
             raise WeightsError(
                 f"{path}: architecture: unknown for a {cls.type_name} generator: {unknown or architecture!r} "
@@ -571,7 +575,9 @@ class ZeroscopeGenerator(_ClipConditionedGenerator):
         from anygen.generators.frame_positions import add_frame_positions, has_frame_positions
 
         if not isinstance(frame_positions, bool):
-            raise SpecError(f"zeroscope generator: frame_positions: expected true or false, got {frame_positions!r}")
+            raise SpecError(
+                f"zeroscope generator: frame_positions: expected true or false, got {frame_positions!r}"
+            )
         if frame_positions and not has_frame_positions(pipeline.unet):
             add_frame_positions(pipeline.unet)
         super().__init__(pipeline, defaults=defaults)
