@@ -68,8 +68,15 @@ def test_a_generator_with_frame_positions_saves_and_loads_them_in_unchanged_file
 
 
 def test_bad_frame_positions_are_named(tmp_path):
+    from anygen.spec import load_spec
+    from anygen.world.recipe import INIT_SPEC
+
     with pytest.raises(SpecError, match="frame_positions"):
         ZeroscopeGenerator.from_config({"frame_positions": "yes"})
+    spec = tmp_path / "spec.yaml"  # a spec is checked when it loads, before any model is built
+    spec.write_text(INIT_SPEC.read_text().replace("frame_positions: true", "frame_positions: maybe"))
+    with pytest.raises(SpecError, match="frame_positions.*maybe"):
+        load_spec(spec)
     ZeroscopeGenerator.from_config({}).save_pretrained(tmp_path)
     sidecar = tmp_path / "anygen_generator.json"
     data = json.loads(sidecar.read_text())

@@ -94,6 +94,12 @@ def resolve_tiny_config(type_name: str, config: Mapping[str, Any] | None) -> dic
     if not isinstance(resolved["defaults"], Mapping):
         raise SpecError(f"tiny {type_name} config 'defaults' must be a mapping, got {resolved['defaults']!r}")
     resolved["defaults"] = {**TINY_GENERATION_DEFAULTS[type_name], **resolved["defaults"]}
+    # Checked when a spec loads, before any model is built (the generator's constructor checks it again for
+    # anygen_generator.json).
+    if not isinstance(resolved.get("frame_positions", False), bool):
+        raise SpecError(
+            f"tiny {type_name} config 'frame_positions' must be true or false, got {resolved['frame_positions']!r}"
+        )
     if resolved["condition_shape"] is not None:
         _apply_condition_shape(type_name, resolved, config)
     return resolved
