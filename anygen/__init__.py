@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from anygen import _quiet
+
 __version__ = "0.1.0"
+_quiet.install()
 
 _LAZY = {
     "AnyToAnyPipeline": "anygen.pipeline",

@@ -82,6 +82,8 @@ class LanguageModel(nn.Module):
         """Load a local Hugging Face folder (config.json, safetensors, tokenizer files)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from anygen._quiet import quiet_progress
+
         if not (path / "config.json").is_file():
             raise WeightsError(f"llm: {path} holds no config.json (expected a Hugging Face model folder)")
         try:
@@ -91,10 +93,11 @@ class LanguageModel(nn.Module):
                 f"llm: the tokenizer in {path} could not be loaded: {load_error_reason(err)}"
             ) from None
         try:  # safetensors only: a pytorch_model.bin (a pickle) is never read
-            model = AutoModelForCausalLM.from_pretrained(
-                # float32 unless asked: transformers would keep a float16 copy's dtype
-                path, local_files_only=True, dtype=torch_dtype or torch.float32, use_safetensors=True
-            )
+            with quiet_progress():  # transformers' "Loading weights" bar: anygen reports its own progress
+                model = AutoModelForCausalLM.from_pretrained(
+                    # float32 unless asked: transformers would keep a float16 copy's dtype
+                    path, local_files_only=True, dtype=torch_dtype or torch.float32, use_safetensors=True
+                )
         except Exception as err:  # OSError (no safetensors), SafetensorError, ValueError, ...
             raise WeightsError(
                 f"llm: {path} could not be loaded (model.safetensors expected): {load_error_reason(err)}"

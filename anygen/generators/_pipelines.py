@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 _DEPRECATED_PIPELINES = ("AudioLDMPipeline", "TextToVideoSDPipeline")
@@ -76,27 +75,3 @@ def pipeline_class(type_name: str):
 
         return AudioLDMPipeline
     raise KeyError(type_name)
-
-
-@contextmanager
-def quiet_progress() -> Iterator[None]:
-    """Hide diffusers' and transformers' tqdm bars (loading components and weights, writing shards) for a while.
-
-    Both libraries only offer global switches, restored afterwards. transformers' public switch also flips
-    huggingface_hub's bars (and cannot restore their per-group state), so its module flag is set directly.
-    """
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_on = diffusers_logging.is_progress_bar_enabled()
-    transformers_on = getattr(transformers_logging, "_tqdm_active", None)
-    diffusers_logging.disable_progress_bar()
-    if transformers_on is not None:
-        transformers_logging._tqdm_active = False
-    try:
-        yield
-    finally:
-        if diffusers_on:
-            diffusers_logging.enable_progress_bar()
-        if transformers_on is not None:
-            transformers_logging._tqdm_active = transformers_on

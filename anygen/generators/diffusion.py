@@ -21,9 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from anygen._quiet import quiet_progress
 from anygen.checkpoints import load_error_reason
 from anygen.errors import AnyGenError, GenerationError, SpecError, WeightsError
-from anygen.generators._pipelines import dtype_kwarg, pipeline_class, quiet_progress
+from anygen.generators._pipelines import dtype_kwarg, pipeline_class
 from anygen.generators.shapes import GENERATOR_MODALITIES, condition_width_of_unet, shape_from_text_encoder
 from anygen.media import Audio, Video
 
