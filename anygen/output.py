@@ -32,6 +32,13 @@ class AnyToAnyOutput:
     audios: list[Audio] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
 
+    def to_message(self) -> dict:
+        """This answer as an assistant chat message: a text part, then one part per image, video and audio (PIL
+        image, :class:`~anygen.media.Video`, :class:`~anygen.media.Audio`), so a conversation can go on with it."""
+        from anygen.messages import output_message
+
+        return output_message(self)
+
     def save(self, folder: str | Path) -> list[Path]:
         """Write ``response.txt``, ``image_<i>.png``, ``video_<i>.mp4`` and ``audio_<i>.wav``; return the paths."""
         folder = Path(folder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from anygen import builders, media, widths
+from anygen import builders, hub, media, widths
 from anygen.errors import AnyGenError, ContextLengthError, Interrupted, OptionError
 from anygen.generation import SamplingOptions, SignalOutput, generate, strip_stop
 from anygen.llm import LanguageModel
+from anygen.messages import MessageError, is_messages, parse_messages
 from anygen.options import ALL_GENERATOR_OPTIONS, CallOptions, Limits, check_call
 from anygen.output import AnyToAnyOutput
 from anygen.prompt import MediaSlot, Turn, conversation_segments
@@ -63,21 +64,44 @@ class AnyToAnyPipeline:
         self._progress: dict[str, Any] = {}
         # What each generator can make and its defaults, from configs (the spec's defaults were checked by
         # PipelineSpec against the same rules as a call's options).
-        self._geometry = {m: widths.generator_geometry(spec, m) for m in spec.outputs}
-        self._gen_defaults = {m: widths.generator_defaults(spec, m) for m in spec.outputs}
+        with hub.no_downloads():  # configs from the cache (or the spec): constructing fetches no Hub weights
+            self._geometry = {m: widths.generator_geometry(spec, m) for m in spec.outputs}
+            self._gen_defaults = {m: widths.generator_defaults(spec, m) for m in spec.outputs}
 
     # -- construction, saving -------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path | None = None) -> AnyToAnyPipeline:
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> AnyToAnyPipeline:
         """A bundled pipeline name (``"mini"``, the trained default; ``"tiny"``, random weights), a spec ``.yaml``,
-        or a folder written by :meth:`save_pretrained`; None: ``$ANYGEN_PIPELINE`` or ``"mini"``."""
-        return cls(load_spec(name_or_path if name_or_path is not None else default_pipeline()))
+        a folder written by :meth:`save_pretrained`, or a Hub repo id (``"org/name"``, a pipeline pushed with
+        :meth:`push_to_hub`; fetched at ``revision`` into the Hugging Face cache, or ``cache_dir``; with
+        ``HF_HUB_OFFLINE=1`` read from the cache only); None: ``$ANYGEN_PIPELINE`` or ``"mini"``. Hub ids in
+        the spec's node paths are fetched when their nodes are first built (see :func:`~anygen.spec.load_spec`)."""
+        spec = load_spec(
+            name_or_path if name_or_path is not None else default_pipeline(),
+            revision=revision,
+            cache_dir=cache_dir,
+        )
+        return cls(spec)  # Hub parts are fetched on first use
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``pipeline.yaml`` and every component's weights (safetensors, Hugging Face layout)."""
+    def save_pretrained(
+        self, folder: str | Path, *, eval_report: dict[str, Any] | str | Path | None = None
+    ) -> Path:
+        """Write ``pipeline.yaml``, every component's weights (safetensors, Hugging Face layout) and a model card
+        (``README.md``: the graph, every part's source and licence, and ``eval_report``, an ``anygen eval``
+        report or its JSON file, as a table when given; see :mod:`anygen.model_card`)."""
+        from anygen import model_card
+
+        report = model_card.load_eval_report(eval_report) if eval_report is not None else None
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         data = self.spec.model_dump(mode="json", exclude={"root"})
+        model_card.record_provenance(self.spec, data)
         self.llm.save_pretrained(folder / "llm")
         data["llm"].update(path="llm", config=None, tokenizer={"type": "pretrained"})
         for name in self.spec.encoders:
@@ -96,9 +120,51 @@ class AnyToAnyPipeline:
             out["projector"]["path"] = f"outputs/{modality}/projector.safetensors"
             self.generator(modality).save_pretrained(folder / "outputs" / modality / "generator")
             out["generator"].update(path=f"outputs/{modality}/generator", config=None)
-        spec = PipelineSpec.from_dict(data, source=str(folder / SPEC_FILENAME), root=folder)
+        spec = PipelineSpec.from_dict(
+            data, source=str(folder / SPEC_FILENAME), root=folder, cache_dir=self.spec._cache_dir
+        )
+        spec._hub_source = self.spec.hub_source
         (folder / SPEC_FILENAME).write_text(spec.to_yaml())
+        model_card.write(folder, spec, eval_report=report)
         return folder
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        commit_message: str | None = None,
+        eval_report: dict[str, Any] | str | Path | None = None,
+    ):
+        """Save the pipeline (:meth:`save_pretrained`, model card included) to a temporary folder and upload it to
+        Hub repo ``repo_id`` (created if missing, ``private`` as given), on branch ``revision`` (created from
+        main if missing; default: main). Returns ``huggingface_hub``'s ``CommitInfo``.
+        ``AnyToAnyPipeline.from_pretrained(repo_id, revision=revision)`` loads it back."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        from anygen import hub, model_card
+
+        if not hub.is_repo_id(repo_id):
+            raise AnyGenError(f"repo_id={repo_id!r} is not a Hub repo id: expected 'org/name'")
+        with tempfile.TemporaryDirectory(prefix="anygen-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "pipeline", eval_report=eval_report)
+            saved = load_spec(folder)
+            saved._hub_source = self.spec.hub_source
+            model_card.write(folder, saved, eval_report=eval_report, repo_id=repo_id)  # usage names repo_id
+            api = HfApi(token=token)
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision is not None:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                revision=revision,
+                commit_message=commit_message or f"Upload anygen pipeline {self.spec.name}",
+            )
 
     def to(
         self, device: str | torch.device | torch.dtype | None = None, dtype: torch.dtype | None = None
@@ -233,7 +299,9 @@ class AnyToAnyPipeline:
         on_text: Callable[[str], None] | None = None,
         interrupt: Callable[[], bool] | None = None,
     ) -> AnyToAnyOutput | list[AnyToAnyOutput]:
-        """Answer ``prompt`` (a string, or a list for a batch) given optional media inputs.
+        """Answer ``prompt`` (a string, or a list for a batch) given optional media inputs; or answer chat messages
+        (``pipe([{"role": "user", "content": [{"type": "image", "image": ...}, {"type": "text", "text": ...}]}])``,
+        the transformers / OpenAI format, see :mod:`anygen.messages`; read the answer back with ``.to_message()``).
 
         ``images``/``audios``/``videos``: for one prompt, a list of inputs (paths, bytes, arrays, PIL images,
         :class:`~anygen.media.Audio`/:class:`~anygen.media.Video`); for a batch, one such list per prompt.
@@ -308,7 +376,9 @@ class AnyToAnyPipeline:
         ``pipe.limits``). Returns the checked :class:`~anygen.options.CallOptions`; raises
         :class:`~anygen.errors.AnyGenError` (:class:`~anygen.errors.OptionError` naming the option)."""
         opts = (options or CallOptions()).merged(**kwargs)
-        self._check(prompt, images, audios, videos, opts, limits if limits is not None else self.limits)
+        limits = limits if limits is not None else self.limits
+        prompt, images, audios, videos, _ = self._unpack_messages(prompt, images, audios, videos, None, limits)
+        self._check(prompt, images, audios, videos, opts, limits)
         return opts
 
     @torch.no_grad()
@@ -448,12 +518,13 @@ class AnyToAnyPipeline:
         stop.check()
         return gen.generate(conditioning.to(self._device), generator=generators, callback=step, **call)
 
-    def chat(self, **defaults: Any):
-        """A multi-turn :class:`~anygen.chat.Conversation` over this pipeline."""
+    def chat(self, messages: Sequence[Mapping[str, Any]] | None = None, **defaults: Any):
+        """A multi-turn :class:`~anygen.chat.Conversation` over this pipeline; ``messages``: an earlier conversation
+        (chat messages, :mod:`anygen.messages`) to go on from."""
         from anygen.chat import Conversation
 
         CallOptions.from_kwargs(**{k: v for k, v in defaults.items() if k not in _CONTROL_ARGS})  # fail early
-        return Conversation(self, **defaults)
+        return Conversation(self, messages, **defaults)
 
     # -- steps -------------------------------------------------------------------------------------
     def _check_options(
@@ -469,6 +540,26 @@ class AnyToAnyPipeline:
             prompts=prompts,
             limits=limits,
         )
+
+    def _unpack_messages(self, prompt, images, audios, videos, history, limits: Limits) -> tuple:
+        """Chat messages (see :mod:`anygen.messages`) as ``(prompt, images, audios, videos, history)``; any other
+        prompt unchanged."""
+        if not is_messages(prompt) and not isinstance(prompt, Mapping):
+            return prompt, images, audios, videos, history
+        given = [name for name, v in (("images", images), ("audios", audios), ("videos", videos)) if v]
+        if history:
+            given.append("history")
+        if given:
+            raise MessageError(
+                f"{', '.join(given)}: with chat messages, inputs and earlier turns go in the messages themselves"
+            )
+        parsed = parse_messages(prompt, limits=limits)
+        if parsed.history and parsed.history[0].role == "system" and self.spec.llm.template.system_turn is None:
+            raise MessageError(
+                "messages[0]: this pipeline's prompt template takes no system message (llm.template.system_turn "
+                "is null)"
+            )
+        return parsed.prompt, parsed.images, parsed.audios, parsed.videos, parsed.history
 
     def _check(
         self, prompt, images, audios, videos, opts: CallOptions, limits: Limits
@@ -564,6 +655,9 @@ class AnyToAnyPipeline:
         stop: _Stopper | None = None,
     ) -> tuple[Conditioned, tqdm]:
         """:meth:`condition`, and the call's progress bar (the caller closes it)."""
+        prompt, images, audios, videos, history = self._unpack_messages(
+            prompt, images, audios, videos, history, limits
+        )
         prompts, batched, inputs = self._check(prompt, images, audios, videos, opts, limits)
         stop = stop or _Stopper(None, limits.max_seconds)
         wanted = list(opts.output_modalities)

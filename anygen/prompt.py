@@ -24,7 +24,7 @@ class MediaSlot:
 
 @dataclass
 class Turn:
-    role: str  # "user" or "assistant"
+    role: str  # "user", "assistant", or "system" (first turn only: replaces the template's system text)
     text: str
     media: dict[str, list] = field(default_factory=dict)  # modality -> inputs (for user turns)
 
@@ -70,11 +70,24 @@ def conversation_segments(turns: list[Turn], template: TemplateSpec) -> list[tup
     if not turns or turns[-1].role != "user":
         raise AnyGenError("a conversation must end with a user turn")
     out: list[tuple[str | MediaSlot, int]] = []
-    if template.system:
+    first = 0
+    if turns[0].role == "system":
+        out.append((system_text(turns[0].text, template), -1))
+        first = 1
+    elif template.system:
         out.append((template.system, -1))
-    for t, turn in enumerate(turns):
+    for t, turn in enumerate(turns[first:], first):
+        if turn.role not in ("user", "assistant"):
+            raise AnyGenError(f"turn {t}: role {turn.role!r}; only the first turn may be 'system'")
         pattern = template.user if turn.role == "user" else template.assistant
         before, _, after = pattern.partition("{content}")
         content = user_content_segments(turn, template) if turn.role == "user" else [turn.text]
         out.extend((seg, t) for seg in [before, *content, after])
     return [(seg, t) for seg, t in out if not (isinstance(seg, str) and seg == "")]
+
+
+def system_text(content: str, template: TemplateSpec) -> str:
+    """A system message as the template writes it (in place of its own ``system`` text)."""
+    if template.system_turn is None:
+        raise AnyGenError("this pipeline's prompt template takes no system message (llm.template.system_turn is null)")
+    return template.system_turn.replace("{content}", content)

@@ -18,9 +18,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from anygen.errors import SpecError
+from anygen import hub
+from anygen.errors import SpecError, WeightsError
 
 MODALITIES = ("image", "video", "audio")
 SPEC_FILENAME = "pipeline.yaml"
@@ -30,7 +39,15 @@ class _Node(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class WeightedNode(_Node):
+class _Provenance(_Node):
+    """Where a node's weights came from and their licence, for the model card (``save_pretrained`` records
+    them, so they survive saving a saved pipeline again; see :mod:`anygen.model_card`)."""
+
+    source: str | None = Field(None, description="where the weights came from (model card)")
+    license: str | None = Field(None, description="the weights' licence (model card)")
+
+
+class WeightedNode(_Provenance):
     """A node built either from ``config`` (random weights from ``seed``) or loaded from ``path``."""
 
     type: str
@@ -50,7 +67,7 @@ class EncoderSpec(WeightedNode):
     modalities: list[Literal["image", "video", "audio"]] = list(MODALITIES)
 
 
-class InputProjectorSpec(_Node):
+class InputProjectorSpec(_Provenance):
     type: Literal["linear", "mlp"]
     encoder: str
     num_tokens: int = Field(1, ge=1)
@@ -64,11 +81,23 @@ class TemplateSpec(_Node):
     system: str = ""
     user: str = "### Human: {content}\n### Assistant:"
     assistant: str = " {content}\n"
+    system_turn: str | None = Field(
+        "{content}\n",
+        description="how a system message (chat messages with role 'system') is written in place of `system`; "
+        "null: this template takes none",
+    )
     media: dict[str, tuple[str, str]] = Field(
         default_factory=lambda: {m: ("<Img>", "</Img>") for m in MODALITIES},
         description="text placed before and after each input's projected features, per modality",
     )
     stop: list[str] = Field(default_factory=lambda: ["###"])
+
+    @field_validator("user", "assistant", "system_turn")
+    @classmethod
+    def _has_content(cls, value: str | None) -> str | None:
+        if value is not None and "{content}" not in value:
+            raise ValueError(f"must contain {{content}} (where the turn's text goes), got {value!r}")
+        return value
 
 
 class TokenizerSpec(_Node):
@@ -102,7 +131,7 @@ class SignalTokensSpec(_Node):
         return [self.format.format(i=i) for i in range(self.count)]
 
 
-class OutputProjectorSpec(_Node):
+class OutputProjectorSpec(_Provenance):
     type: Literal["linear", "mlp", "transformer"]
     out_dim: int | None = Field(None, ge=1, description="defaults to the generator's conditioning width")
     num_queries: int | None = Field(None, ge=1, description="defaults to the generator's conditioning tokens")
@@ -138,21 +167,39 @@ class PipelineSpec(_Node):
     llm: LLMSpec
     outputs: dict[Literal["image", "video", "audio"], OutputSpec] = Field(default_factory=dict)
     root: Path | None = Field(None, exclude=True, description="folder that relative paths are read from")
+    #: The Hugging Face cache that Hub ids in node paths are read from (None: huggingface_hub's default).
+    _cache_dir: Path | None = PrivateAttr(None)
+    #: The Hub repo (and revision) this spec was loaded from, when it was (for the model card).
+    _hub_source: hub.HubRef | None = PrivateAttr(None)
+    #: Hub node paths already fetched: path text -> local path (each is looked up on the Hub once).
+    _hub_paths: dict[str, Path] = PrivateAttr(default_factory=dict)
 
     # -- loading -------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Any, *, source: str = "spec", root: Path | None = None) -> PipelineSpec:
+    def from_dict(
+        cls, data: Any, *, source: str = "spec", root: Path | None = None, cache_dir: str | Path | None = None
+    ) -> PipelineSpec:
+        """Validate ``data``; ``cache_dir`` is the Hugging Face cache for Hub ids in node paths. Nothing is
+        downloaded here: a Hub path's widths come from its cached copy, else from the node's ``config``."""
         if not isinstance(data, dict):
             raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
         try:
             spec = cls.model_validate({**data, "root": root})
         except ValidationError as err:
             raise SpecError(f"{source}: invalid pipeline spec:\n{format_validation_error(err)}") from None
-        spec._check_graph(source)
+        spec._cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        with hub.no_downloads():
+            try:
+                spec._check_graph(source)
+            except SpecError as err:
+                hints = spec._uncached_hub_hints()
+                if not hints:
+                    raise
+                raise SpecError(f"{err}\n" + "\n".join(hints)) from None
         return spec
 
     @classmethod
-    def from_file(cls, path: str | Path) -> PipelineSpec:
+    def from_file(cls, path: str | Path, *, cache_dir: str | Path | None = None) -> PipelineSpec:
         path = Path(path)
         if not path.is_file():
             raise SpecError(f"pipeline spec {str(path)!r} does not exist")
@@ -160,16 +207,84 @@ class PipelineSpec(_Node):
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
             raise SpecError(f"{path}: not valid YAML: {err}") from None
-        return cls.from_dict(data, source=str(path), root=path.parent)
+        return cls.from_dict(data, source=str(path), root=path.parent, cache_dir=cache_dir)
+
+    @property
+    def hub_source(self) -> hub.HubRef | None:
+        """The Hub repo and revision this spec was loaded from (None when it came from a file or a name)."""
+        return self._hub_source
+
+    def node_paths(self) -> dict[str, str | None]:
+        """Every node's ``path`` as written, by dotted node name (``encoders.imagebind``, ``llm``,
+        ``outputs.image.generator``, ...)."""
+        paths: dict[str, str | None] = {f"encoders.{n}": e.path for n, e in self.encoders.items()}
+        paths.update({f"input_projectors.{n}": p.path for n, p in self.input_projectors.items()})
+        paths["llm"] = self.llm.path
+        paths["llm.adapter"] = self.llm.adapter
+        for modality, out in self.outputs.items():
+            paths[f"outputs.{modality}.projector"] = out.projector.path
+            paths[f"outputs.{modality}.generator"] = out.generator.path
+        return paths
+
+    def _uncached_hub_hints(self) -> list[str]:
+        """For a failed validation: each node whose path is a Hub id that is not cached, and how to fetch it."""
+        hints = []
+        for node, path in self.node_paths().items():
+            ref = self._hub_ref(path) if path else None
+            if ref is None or self.resolve(path).exists():
+                continue
+            patterns = [ref.subfolder, f"{ref.subfolder}/*"] if ref.subfolder else None
+            hints.append(
+                f"  {node}.path {path!r} is read as Hub id {ref} (no such path under {self.root}), which is not in "
+                "the local cache, so its widths come from its config; declare them there, or fetch it first: "
+                + hub.fetch_command(ref.repo_id, ref.revision, self._cache_dir, patterns)
+            )
+        return hints
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude={"root"}), sort_keys=False)
 
     def resolve(self, path: str | None) -> Path | None:
-        """A node's ``path``: ``${weights}`` and ``${bundled_weights}`` expanded, relative to the spec's folder unless absolute."""
+        """A node's ``path``: ``${weights}`` and ``${bundled_weights}`` expanded, relative to the spec's folder
+        unless absolute; a Hub id (see :meth:`_hub_ref`) becomes the folder of its cached copy, fetched now
+        (only that subfolder) unless in :func:`anygen.hub.no_downloads` (as while a spec is validated)."""
         if path is None:
             return None
-        path = path.replace("${weights}", str(weights_dir())).replace("${bundled_weights}", str(bundled_weights_dir()))
+        ref = self._hub_ref(path)
+        if ref is None:
+            return self._local(self._expand(path))
+        if path in self._hub_paths:
+            return self._hub_paths[path]
+        try:
+            resolved = hub.node_path(ref, cache_dir=self._cache_dir, error=WeightsError)
+        except WeightsError as err:
+            if path.startswith(hub.HUB_PREFIX):
+                raise
+            raise WeightsError(
+                f"path {path!r} is not under {self.root}, and read as a Hub id: {err}"
+            ) from None
+        if hub.downloads_allowed():  # a cache-only look-up is redone when downloads are allowed
+            self._hub_paths[path] = resolved
+        return resolved
+
+    def _hub_ref(self, path: str) -> hub.HubRef | None:
+        """``path`` as a Hub id, or None. ``hf://...`` always is one; a bare ``org/name[/subfolder]`` only when
+        no file or folder of that name exists under the spec's folder (so ``llm`` or
+        ``outputs/image/generator`` in a saved pipeline stay local); ``${weights}/...``, absolute and
+        ``./``-relative paths never are."""
+        expanded = self._expand(path)
+        ref = hub.parse_node_path(expanded)
+        if ref is None or expanded.startswith(hub.HUB_PREFIX):
+            return ref
+        return None if self._local(expanded).exists() else ref
+
+    @staticmethod
+    def _expand(path: str) -> str:
+        return path.replace("${weights}", str(weights_dir())).replace(
+            "${bundled_weights}", str(bundled_weights_dir())
+        )
+
+    def _local(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() or self.root is None else self.root / p
 
@@ -323,28 +438,62 @@ def bundled_pipelines() -> dict[str, Path]:
     return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".yaml")}
 
 
-def load_spec(name_or_path: str | Path) -> PipelineSpec:
-    """A spec from a bundled name (``"tiny"``), a ``.yaml`` file, or a folder holding ``pipeline.yaml``.
+def load_spec(
+    name_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None
+) -> PipelineSpec:
+    """A spec from a bundled name (``"tiny"``), a ``.yaml`` file, a folder holding ``pipeline.yaml``, or a Hub
+    repo id (``"org/name"``) whose snapshot holds one.
 
-    A bundled name wins over a file or folder of the same name in the working directory; ``./tiny``, an
-    absolute path or a :class:`~pathlib.Path` object means the folder.
+    Precedence: a bundled name wins over a file or folder of the same name in the working directory
+    (``./tiny``, an absolute path or a :class:`~pathlib.Path` object means the folder); an existing file or
+    folder wins over a Hub id; ``org/name`` (two parts, no ``./``, ``~`` or ``/`` in front, no ``.yaml``) is a
+    Hub id. A Hub repo is fetched whole with ``huggingface_hub`` at ``revision`` (default: its main branch) into
+    ``cache_dir`` (default: the Hugging Face cache); with ``HF_HUB_OFFLINE=1`` only the cache is read.
+    ``cache_dir`` is also where Hub ids in the spec's node paths are read from (when their nodes are built).
     """
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     if not _path_like(name_or_path) and str(name_or_path) in bundled_pipelines():
-        return PipelineSpec.from_file(bundled_pipelines()[str(name_or_path)])
+        _no_revision(revision, name_or_path, "a bundled pipeline")
+        return PipelineSpec.from_file(bundled_pipelines()[str(name_or_path)], cache_dir=cache)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / SPEC_FILENAME).is_file():
             raise SpecError(f"{str(path)!r} is a folder without {SPEC_FILENAME}: not a saved anygen pipeline")
-        return PipelineSpec.from_file(path / SPEC_FILENAME)
+        _no_revision(revision, name_or_path, "a local folder")
+        return PipelineSpec.from_file(path / SPEC_FILENAME, cache_dir=cache)
     if path.suffix in (".yaml", ".yml") or path.is_file():
-        return PipelineSpec.from_file(path)
+        _no_revision(revision, name_or_path, "a local file")
+        return PipelineSpec.from_file(path, cache_dir=cache)
+    if hub.is_repo_id(name_or_path):
+        return _load_hub_spec(str(name_or_path), revision, cache)
     bundled = bundled_pipelines()
     if str(name_or_path) in bundled:
-        return PipelineSpec.from_file(bundled[str(name_or_path)])
+        _no_revision(revision, name_or_path, "a bundled pipeline")
+        return PipelineSpec.from_file(bundled[str(name_or_path)], cache_dir=cache)
     raise SpecError(
         f"unknown pipeline {str(name_or_path)!r}: not a bundled pipeline ({', '.join(sorted(bundled))}), "
-        "a .yaml spec file, or a folder saved with save_pretrained"
+        "a .yaml spec file, a folder saved with save_pretrained, or a Hub repo id (org/name)"
     )
+
+
+def _no_revision(revision: str | None, name_or_path: str | Path, kind: str) -> None:
+    if revision is not None:
+        raise SpecError(
+            f"revision={revision!r} applies to Hub repo ids (org/name) only, but {str(name_or_path)!r} is {kind}"
+        )
+
+
+def _load_hub_spec(repo_id: str, revision: str | None, cache_dir: Path | None) -> PipelineSpec:
+    """The spec of a pipeline saved in Hub repo ``repo_id`` (its snapshot, fetched whole, is the spec's root)."""
+    folder = hub.snapshot(repo_id, revision=revision, cache_dir=cache_dir, error=SpecError)
+    if not (folder / SPEC_FILENAME).is_file():
+        raise SpecError(
+            f"Hub repo {repo_id!r} (revision {revision or 'main'!r}) has no {SPEC_FILENAME}: not a pipeline saved "
+            "by anygen (AnyToAnyPipeline.save_pretrained / push_to_hub)"
+        )
+    spec = PipelineSpec.from_file(folder / SPEC_FILENAME, cache_dir=cache_dir)
+    spec._hub_source = hub.HubRef(repo_id, revision)
+    return spec
 
 
 def _path_like(name_or_path: str | Path) -> bool:
