@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # A CPU build of torch (on this project's machines the wheel is on local disk); override for CUDA.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,train,demo,serve
+EXTRAS ?= dev,train,demo,serve,eval
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
