@@ -101,7 +101,12 @@ def _settings(quick: bool) -> dict[str, dict[str, Any]]:
 
 def _key(name: str, settings: dict[str, Any], upstream: list[str], seed: int, world: dict[str, Any]) -> str:
     graph = INIT_SPEC.read_text() if name != "world" else ""
-    blob = json.dumps([RECIPE_VERSION, name, settings, upstream, seed, world, graph], sort_keys=True, default=str)
+    parts = [RECIPE_VERSION, name, settings, upstream, seed, world, graph]
+    if name == "eval":  # a change of the suite's prompt set redoes the eval, not the training
+        from anygen.eval.world import COMBINATION_REPEATS
+
+        parts.append({"combination_repeats": COMBINATION_REPEATS})
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -187,9 +192,6 @@ def _run_step(name: str, s: dict[str, Any], out: Path, previous: Path | None, wo
         manifests = [str(world_dir / f"generator_{m}.json") for m in ("image", "video", "audio")]
         train_encoder({**s, "seed": seed}, pipeline=str(previous), data=manifests, out=str(folder),
                       progress=progress, log_every=50)
-        return
-    if name == "mini":
-        _pack(previous, folder, s["dtype"])
         return
     if name == "mini":
         _pack(previous, folder, s["dtype"])
