@@ -310,3 +310,257 @@ def test_replica_errors_carry_the_fields():
     assert out["error"]["status"] == 422 and out["error"]["fields"][0]["field"] == "num_inference_steps"
     out = asyncio.run(replica.generate(cond, [0], 0, {"height": 65, "width": 64}, 60))
     assert [f["field"] for f in out["error"]["fields"]] == ["height"]
+
+
+# -- POST /v1/chat/completions: the request and the answer (anygen.serve.chat) ------------------------------
+def _chat_error(body: dict | bytes) -> RequestError:
+    import json
+
+    from anygen.serve.chat import parse_chat_request
+
+    with pytest.raises(RequestError) as err:
+        parse_chat_request(body if isinstance(body, bytes) else json.dumps(body).encode())
+    return err.value
+
+
+def test_chat_request_options_are_checked_under_the_names_the_client_sent():
+    import json
+
+    from anygen.serve.chat import parse_chat_request
+
+    hi = [{"role": "user", "content": "hi"}]
+    call = parse_chat_request(
+        json.dumps(
+            dict(messages=hi, model="tiny", max_completion_tokens=7, modalities=["text", "audio"], seed=4)
+            | dict(
+                num_frames=4, stream=True, stream_options={"include_usage": True}, tools=[], logprobs=False
+            )
+        ).encode()
+    )
+    assert call.stream and call.include_usage and call.model == "tiny" and call.messages == hi
+    opts = call.request.options
+    assert opts.max_new_tokens == 7 and list(opts.output_modalities) == ["audio"] and opts.seed == 4
+    assert call.request.generator_options()["num_frames"] == 4
+    cases = [
+        (dict(max_tokens=1.5), "max_tokens"),
+        (dict(max_completion_tokens=0), "max_completion_tokens"),
+        (dict(max_tokens=3, max_completion_tokens=4), "max_tokens"),
+        (dict(modalities=["text", "image", "smell"]), "modalities[2]"),
+        (dict(modalities="image"), "modalities"),
+        (dict(n=2), "n"),
+        (dict(n=True), "n"),
+        (dict(steps=2), "steps"),
+        (dict(seed=-1), "seed"),
+        (dict(top_p=0), "top_p"),
+        (dict(stream="yes"), "stream"),
+        (dict(stream_options={"include_usage": 1}), "stream_options.include_usage"),
+        (dict(frequency_penalty=0.5), "frequency_penalty"),
+        (dict(stop=["\n"]), "stop"),
+        (dict(response_format={"type": "json_object"}), "response_format"),
+        (dict(audio={"voice": "alloy", "format": "mp3"}), "audio"),
+        (dict(model=3), "model"),
+        (dict(num_inference_steps={"image": 0}), "num_inference_steps.image"),
+    ]
+    for extra, field in cases:
+        err = _chat_error({"messages": hi, **extra})
+        assert err.status == 422 and err.fields[0].field == field, (extra, err.body())
+        assert field in err.message
+    assert _chat_error({"model": "tiny"}).fields[0].field == "messages"
+    assert _chat_error(b'{"messages": ').type == "bad_json"
+    # accepted, no effect
+    parse_chat_request(
+        json.dumps(
+            dict(messages=hi, user="u", metadata={}, store=True, audio={"voice": "alloy", "format": "wav"})
+            | dict(tool_choice="none", parallel_tool_calls=False, presence_penalty=0.0, n=1, top_logprobs=0)
+        ).encode()
+    )
+
+
+def test_chat_messages_hold_their_media_and_stay_within_the_limits():
+    from anygen.serve.chat import check_messages
+
+    limits = ServeConfig().limits.model_copy(update={"max_media_bytes": 300, "max_media_items": 2})
+    png = "data:image/png;base64," + base64.b64encode(b"x" * 200).decode()
+    inputs = ["image", "audio"]
+
+    def refused(messages, inputs=inputs):
+        with pytest.raises(RequestError) as err:
+            check_messages(messages, limits, inputs)
+        return err.value.status, err.value.fields[0].field, err.value.message
+
+    def user(*parts):
+        return [{"role": "user", "content": list(parts)}]
+
+    url = {"type": "image_url", "image_url": {"url": png}}
+    assert check_messages(user(url, url), limits, inputs)[0]["content"] == [url, url]
+    for source in ("http://10.0.0.1/a.png", "HTTPS://x/a.png"):
+        status, field, message = refused(
+            user({"type": "text", "text": "x"}, {"type": "image_url", "image_url": source})
+        )
+        assert (status, field) == (400, "messages[0].content[1]") and "fetches no URL" in message
+    for source in ("/etc/passwd", "file:///etc/passwd", "~/x.png", "x.png"):
+        status, field, message = refused(user({"type": "image", "image": source}))
+        assert (status, field) == (400, "messages[0].content[0]") and "no paths" in message, source
+    assert refused(user({"type": "image", "path": "a.png"}))[:2] == (400, "messages[0].content[0]")
+    assert refused(user({"type": "image", "url": 3}))[:2] == (400, "messages[0].content[0]")
+    big = "data:image/png;base64," + base64.b64encode(b"x" * 400).decode()
+    assert refused(user({"type": "image_url", "image_url": {"url": big}}))[:2] == (
+        413,
+        "messages[0].content[0]",
+    )
+    wav = base64.b64encode(b"x" * 400).decode()
+    assert refused(user({"type": "input_audio", "input_audio": {"data": wav}}))[:2] == (
+        413,
+        "messages[0].content[0]",
+    )
+    assert refused(user(url), inputs=["audio"])[:2] == (422, "messages[0].content[0]")
+    assert refused([*user(url, url), {"role": "assistant", "content": "ok"}, *user(url)])[:2] == (
+        422,
+        "messages",
+    )
+    assert refused([{"role": "user", "content": "x" * 9000}])[:2] == (422, "messages")
+    assert refused([])[:2] == (400, "messages")
+    # An assistant's media are its own outputs: not read, not counted; its empty OpenAI keys are dropped.
+    answer = {"role": "assistant", "content": [{"type": "text", "text": "a"}, url, url, url], "refusal": None}
+    assert check_messages(
+        [{"role": "developer", "content": "be brief"}, *user(url), answer, *user(url)], limits, inputs
+    )[:3] == [
+        {"role": "system", "content": "be brief"},
+        *user(url),
+        {k: v for k, v in answer.items() if k != "refusal"},
+    ]
+
+
+def test_the_answer_is_a_message_anygen_messages_reads_back():
+    from anygen.messages import parse_messages
+    from anygen.serve.chat import answer_content, completion
+    from anygen.serve.codec import encode_media
+
+    rng = np.random.default_rng(0)
+    png = encode_media("image", Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)))
+    assert answer_content("just text", {}) == "just text"
+    content = answer_content("here", {"audio": [b"RIFF"], "image": [png]})
+    assert [p["type"] for p in content] == ["text", "image_url", "audio_url"]
+    assert content[1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png).decode()
+    assert content[2]["audio_url"]["url"].startswith("data:audio/wav;base64,")
+    answer = {
+        "text": "here",
+        "seed": 1,
+        "token_ids": [1, 2, 3],
+        "prompt_tokens": 10,
+        "finish_reason": "length",
+    }
+    body = completion("chatcmpl-x", 5, "tiny", answer, {"image": [png]}, {"llm": 1.0})
+    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+    assert body["choices"][0]["finish_reason"] == "length" and body["anygen"]["seed"] == 1
+    message = body["choices"][0]["message"]
+    turn = [{"role": "user", "content": "draw"}, message, {"role": "user", "content": "again"}]
+    parsed = parse_messages(turn, allow_remote=False, allow_files=False)
+    assert [(t.role, t.text, t.media) for t in parsed.history] == [
+        ("user", "draw", {}),
+        ("assistant", "here", {}),
+    ]
+    # the same answer, sent back as a user's input, is an image anygen reads
+    user = parse_messages(
+        [{"role": "user", "content": message["content"][1:]}], allow_remote=False, allow_files=False
+    )
+    assert np.array_equal(np.asarray(user.images[0]), np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
+
+
+def test_streamed_text_pieces_add_up_to_the_final_text():
+    from anygen.serve.chat import TextDeltas
+
+    # What the pipeline reports after each token: stripped, cut at the stop string, half characters as U+FFFD.
+    partials = [
+        "",
+        "Hel",
+        "Hello",
+        "Hello",
+        "Hello w",
+        "Hello wo\ufffd",
+        "Hello wo\u00e9",
+        "Hello wo\u00e9 #",
+        "Hello wo\u00e9 ##",
+    ]
+    partials += ["Hello wo\u00e9", "Hello wo\u00e9"]
+    deltas = TextDeltas(["###"])
+    pieces = [deltas.push(p) for p in partials]
+    assert "".join(pieces) + deltas.finish("Hello wo\u00e9") == "Hello wo\u00e9"
+    assert (
+        pieces[:4] == ["", "Hel", "lo", ""] and "\ufffd" not in "".join(pieces) and "#" not in "".join(pieces)
+    )
+    # A stop-string prefix that turns out to be text is sent once it is.
+    deltas = TextDeltas(["###"])
+    assert deltas.push("a #") == "a" and deltas.push("a #b") == " #b" and deltas.finish("a #b c") == " c"
+    # A tokenizer that tidies spaces when decoding: the last word waits.
+    deltas = TextDeltas([], hold_last_word=True)
+    assert (
+        deltas.push("do n") == "do"
+        and deltas.push("don't go") == "n't"
+        and deltas.finish("don't go") == " go"
+    )
+    deltas = TextDeltas([])
+    assert deltas.push("a b c") == "a b c" and deltas.finish("a bc") == ""  # no prefix: nothing more (logged)
+
+
+def test_chat_errors_in_openai_shape():
+    from anygen.serve.schema import FieldError
+
+    err = RequestError(404, "model_not_found", "no such model", [FieldError(field="model", message="x")])
+    assert err.openai_body() == {
+        "error": {
+            "message": "no such model",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+            "status": 404,
+            "fields": [{"field": "model", "message": "x"}],
+        }
+    }
+    assert RequestError(503, "overloaded", "busy").openai_body()["error"]["type"] == "server_error"
+    assert RequestError(503, "overloaded", "busy").openai_body()["error"]["param"] is None
+
+
+def test_the_llm_stream_stops_its_call_when_closed_and_reports_errors_first(monkeypatch):
+    """``LLMServer.condition_stream``: closing the stream (the client went away) stops the call at its next
+    token; an error before the first token is the stream's first item."""
+    import asyncio
+    import threading
+
+    pytest.importorskip("ray.serve")
+    from anygen.errors import Interrupted, OptionError
+    from anygen.serve.deployments import LLMServer
+    from anygen.spec import load_spec
+
+    replica = LLMServer.func_or_class(load_spec("tiny"), "cpu", 1, None)
+    stopped = threading.Event()
+
+    def endless(prompt, *, on_text=None, interrupt=None, **kwargs):  # a token every 10 ms until interrupted
+        text = ""
+        while True:
+            if interrupt():
+                stopped.set()
+                raise Interrupted("stopped")
+            text += "a "
+            if on_text is not None:
+                on_text(text.strip())
+            threading.Event().wait(0.01)
+
+    monkeypatch.setattr(replica.pipe, "condition", endless)
+
+    async def first_items(n):
+        stream = replica.condition_stream("hi", {}, {}, 60)
+        items = [await stream.__anext__() for _ in range(n)]
+        await stream.aclose()
+        return items
+
+    items = asyncio.run(first_items(3))
+    assert items == [{"delta": "a"}, {"delta": " a"}, {"delta": " a"}]
+    assert stopped.wait(10) and replica.stats()["cancelled"] == 1
+
+    def refuse(prompt, **kwargs):
+        raise OptionError(("max_new_tokens", "too many"))
+
+    monkeypatch.setattr(replica.pipe, "condition", refuse)
+    (item,) = asyncio.run(first_items(1))
+    assert item["error"]["status"] == 422 and item["error"]["fields"][0]["field"] == "max_new_tokens"

@@ -14,6 +14,7 @@ well past its time limit (one step that never ends) makes ``ping`` report the re
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -157,32 +158,117 @@ class LLMServer(_Replica):
     async def condition(
         self,
         prompt: str,
-        media: dict[str, list[bytes]],
+        media: dict[str, list],
         options: dict[str, Any],
         timeout_s: float | None = None,
+        history: list | None = None,
     ) -> dict:
-        """``{"text", "token_ids", "seed", "media": {modality: {"owners", "conditioning"}}}``, or
-        ``{"error": {...}}`` when the pipeline refuses the input (bad media: 400, other: 422) or it ran out of
-        time (504)."""
+        """``{"text", "token_ids", "seed", "media": {modality: {"owners", "conditioning"}}, "prompt_tokens",
+        "finish_reason"}``, or ``{"error": {...}}`` when the pipeline refuses the input (bad media: 400, other:
+        422) or it ran out of time (504). ``media``: each kind's inputs (file bytes, or loaded images, audio,
+        video); ``history``: earlier :class:`~anygen.prompt.Turn` s (a system turn first, if any)."""
         self.counts["calls"] += 1
         try:
             answer = await self._run(
-                lambda interrupt: self.pipe.condition(
-                    prompt,
-                    images=media.get("image", []),
-                    audios=media.get("audio", []),
-                    videos=media.get("video", []),
-                    interrupt=interrupt,
-                    **options,
-                ),
-                timeout_s,
+                lambda interrupt: self._condition(prompt, media, options, history, interrupt), timeout_s
             )
         except AnyGenError as err:
             return self._refused(err)
         except Exception:
             self.counts["failures"] += 1
             raise
+        return self._answer(answer, options)
+
+    async def condition_stream(
+        self,
+        prompt: str,
+        media: dict[str, list],
+        options: dict[str, Any],
+        timeout_s: float | None = None,
+        history: list | None = None,
+    ):
+        """:meth:`condition`, streamed (call it with ``handle.options(stream=True)``): ``{"delta": text}`` as the
+        answer's text grows (the deltas add up to the final text), then :meth:`condition`'s dict, or
+        ``{"error": ...}``. The first item comes with the LLM's first token, every check passed (``{"started":
+        True}`` when that token adds no text yet), so an error before it is the first item. Closing the stream
+        (the client went away) stops the call at its next token."""
+        from anygen.serve.chat import TextDeltas
+
+        self.counts["calls"] += 1
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        tokenizer = self.pipe.llm.tokenizer
+        deltas = TextDeltas(
+            self.pipe.spec.llm.template.stop,
+            hold_last_word=bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)),
+        )
+        started = False
+
+        def on_text(partial: str) -> None:  # on the model thread
+            nonlocal started
+            delta = deltas.push(partial)
+            if not started or delta:
+                item = {"delta": delta} if delta else {"started": True}
+                started = True
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        task = asyncio.ensure_future(
+            self._run(
+                lambda interrupt: self._condition(prompt, media, options, history, interrupt, on_text),
+                timeout_s,
+            )
+        )
+        get: asyncio.Future | None = None
+        try:
+            while not task.done():
+                get = asyncio.ensure_future(queue.get())
+                await asyncio.wait({get, task}, return_when=asyncio.FIRST_COMPLETED)
+                if get.done():
+                    yield get.result()
+                else:
+                    get.cancel()
+            while not queue.empty():  # what the model thread sent before it finished
+                yield queue.get_nowait()
+            try:
+                answer = task.result()
+            except AnyGenError as err:
+                yield self._refused(err)
+                return
+            except Exception:
+                self.counts["failures"] += 1
+                raise
+            out = self._answer(answer, options)
+            rest = deltas.finish(out["text"])
+            if rest:
+                yield {"delta": rest}
+            yield out
+        finally:
+            if get is not None and not get.done():
+                get.cancel()
+            if not task.done():  # the caller closed the stream: stop the call
+                task.cancel()
+
+    def _condition(self, prompt, media, options, history, interrupt, on_text=None):
+        return self.pipe.condition(
+            prompt,
+            images=media.get("image", []),
+            audios=media.get("audio", []),
+            videos=media.get("video", []),
+            history=history or None,
+            interrupt=interrupt,
+            on_text=on_text,
+            **options,
+        )
+
+    def _answer(self, answer, options: dict[str, Any]) -> dict:
+        from anygen.options import CallOptions
+
         out = answer.outputs[0]
+        budget = self.pipe._sampling_options(CallOptions.from_kwargs(**options)).max_new_tokens
+        signals = {t for span in self.pipe.llm.spans.values() for t in span.token_ids}
+        ids = list(out.token_ids)
+        while ids and ids[-1] in signals:  # signal spans at the end may be forced after the answer ended
+            ids.pop()
         return {
             "text": out.text,
             "token_ids": out.token_ids,
@@ -191,6 +277,9 @@ class LLMServer(_Replica):
                 m: {"owners": r.owners, "conditioning": r.conditioning.detach().cpu()}
                 for m, r in answer.media.items()
             },
+            "prompt_tokens": answer.prompt_tokens[0] if answer.prompt_tokens else 0,
+            # "length": the answer ran out of new tokens (not counting the signal spans closing it)
+            "finish_reason": "length" if len(ids) >= budget else "stop",
         }
 
 
@@ -261,8 +350,8 @@ def _replica_error(e: dict[str, Any], prefix: str = "") -> RequestError:
     return RequestError(e["status"], e["type"], prefix + e["message"], fields)
 
 
-def _error_response(err: RequestError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status)
+def _error_response(err: RequestError, openai: bool = False) -> JSONResponse:
+    return JSONResponse(err.openai_body() if openai else err.body(), status_code=err.status)
 
 
 def _backend_error(what: str, err: BaseException) -> RequestError:
@@ -283,7 +372,8 @@ def _backend_error(what: str, err: BaseException) -> RequestError:
 
 @serve.deployment(name="ingress")
 class Ingress:
-    """The HTTP API: ``POST /v1/generate``, ``GET /healthz``, ``GET /v1/pipelines``, ``GET /v1/stats``."""
+    """The HTTP API: ``POST /v1/generate``, ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI's API,
+    :mod:`anygen.serve.chat`), ``GET /healthz``, ``GET /v1/pipelines``, ``GET /v1/stats``."""
 
     def __init__(
         self,
@@ -301,6 +391,7 @@ class Ingress:
         self.generators = generators
         # The pipeline's own checks of a request, before it reaches a model (no model is built here).
         self.pipe = AnyToAnyPipeline(spec, limits=limits.work_limits()) if spec is not None else None
+        self.created = int(time.time())
         self.calls: Counter[str] = Counter()  # requests this ingress sent to each deployment
         self.responses: Counter[str] = Counter()  # responses by status code
 
@@ -313,10 +404,13 @@ class Ingress:
         path = "/" + path.strip("/")
         routes = {
             "/v1/generate": ("POST", self._generate),
+            "/v1/chat/completions": ("POST", self._chat),
+            "/v1/models": ("GET", self._models),
             "/healthz": ("GET", self._healthz),
             "/v1/pipelines": ("GET", self._pipelines),
             "/v1/stats": ("GET", self._stats),
         }
+        openai = path in ("/v1/chat/completions", "/v1/models")  # errors in OpenAI's shape
         try:
             if path not in routes:
                 raise RequestError(404, "not_found", f"no endpoint {path}; try {', '.join(routes)}")
@@ -328,11 +422,11 @@ class Ingress:
             self.responses["cancelled"] += 1
             raise
         except RequestError as err:
-            response = _error_response(err)
+            response = _error_response(err, openai)
         except Exception as err:  # a bug here: still a JSON 500, and the next request is served
             logger.exception("ingress: unexpected error")
             response = _error_response(
-                RequestError(500, "internal", f"internal error: {type(err).__name__}: {err}")
+                RequestError(500, "internal", f"internal error: {type(err).__name__}: {err}"), openai
             )
         self.responses[str(response.status_code)] += 1
         return response
@@ -401,6 +495,27 @@ class Ingress:
             raise _replica_error(answer["error"])
 
         # 2. Only the generators the answer needs, concurrently.
+        files = await self._make_media(answer, req.generator_options(), started, timings)
+
+        # 3. The response: media as base64 files.
+        t0 = time.perf_counter()
+        out = await asyncio.to_thread(_encode_response, answer, files)
+        timings["encode"] = _ms(t0)
+        timings["total"] = _ms(started)
+        out.timings_ms = timings
+        return JSONResponse(out.model_dump())
+
+    async def _make_media(
+        self,
+        answer: dict[str, Any],
+        generator_options: dict[str, Any],
+        started: float,
+        timings: dict[str, float],
+    ) -> dict[str, list[bytes]]:
+        """The media ``answer`` (the LLM side's) asks for: only the generators it needs, concurrently; each
+        kind's files (PNG, MP4, WAV bytes). The request's time limit counts from ``started``."""
+        timeout = self.limits.request_timeout_s
+
         async def generate(modality: str, part: dict[str, Any]) -> list[bytes]:
             t = time.perf_counter()
             self.calls[modality] += 1
@@ -412,7 +527,7 @@ class Ingress:
                             part["conditioning"],
                             part["owners"],
                             answer["seed"],
-                            req.generator_options(),
+                            generator_options,
                             left,
                         )
                     ),
@@ -432,15 +547,169 @@ class Ingress:
             if isinstance(failed[0], RequestError):
                 raise failed[0]
             raise _backend_error("generator", failed[0])
-        files = dict(zip(parts, results, strict=True))
+        return dict(zip(parts, results, strict=True))
 
-        # 3. The response: media as base64 files.
+    # -- OpenAI's chat completions ----------------------------------------------------------------------
+    async def _models(self, request: Request) -> Response:
+        model = {"id": self.info["name"], "object": "model", "created": self.created, "owned_by": "anygen"}
+        return JSONResponse({"object": "list", "data": [model]})
+
+    async def _chat(self, request: Request) -> Response:
+        from anygen.messages import MessageError, parse_messages
+        from anygen.serve import chat
+
+        started = time.perf_counter()
+        body = await self._read_body(request)
+        call = chat.parse_chat_request(body)
+        name = self.info["name"]
+        if call.model is not None and call.model != name:
+            raise RequestError(
+                404,
+                "model_not_found",
+                f"model {call.model!r} is not served here; this server serves {name!r} (GET /v1/models)",
+                [FieldError(field="model", message=f"not served here; use {name!r}")],
+            )
+        chat.check_output_modalities(call, self.info["outputs"])
+        messages = chat.check_messages(call.messages, self.limits, self.info["inputs"])
+        call.renames["prompt"] = f"messages[{len(messages) - 1}]"
+        limits = self.limits.work_limits()
+        try:  # decodes every input (in a thread: the event loop keeps serving); never a file or a URL
+            parsed = await asyncio.to_thread(
+                parse_messages, messages, limits=limits, allow_remote=False, allow_files=False
+            )
+        except MessageError as err:
+            raise chat.message_error(err) from None
+        template = self.pipe.spec.llm.template if self.pipe is not None else None
+        if (
+            parsed.history
+            and parsed.history[0].role == "system"
+            and template
+            and template.system_turn is None
+        ):
+            raise chat.message_error(
+                MessageError("messages[0]: this pipeline's prompt template takes no system message")
+            )
+        req = call.request
+        req.prompt = parsed.prompt
+        if self.pipe is not None:
+            try:
+                self.pipe.check_inputs(
+                    parsed.prompt,
+                    images=parsed.images,
+                    audios=parsed.audios,
+                    videos=parsed.videos,
+                    options=req.options,
+                )
+            except AnyGenError as err:
+                raise call.rename(option_error(err)) from None
+        args = (parsed.prompt, parsed.media, req.llm_options(), self.limits.request_timeout_s, parsed.history)
+        if call.stream:
+            return await self._chat_stream(call, args, started)
+
+        timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        out = await asyncio.to_thread(_encode_response, answer, files)
+        self.calls["llm"] += 1
+        try:
+            answer = await asyncio.wait_for(
+                _response(self.llm.condition.remote(*args)), self.limits.request_timeout_s
+            )
+        except Exception as err:
+            raise _backend_error("LLM", err) from None
+        timings["llm"] = _ms(t0)
+        if "error" in answer:
+            raise call.rename(_replica_error(answer["error"]))
+        try:
+            files = await self._make_media(answer, req.generator_options(), started, timings)
+        except RequestError as err:
+            raise call.rename(err) from None
+        t0 = time.perf_counter()
+        body = await asyncio.to_thread(
+            chat.completion, chat.completion_id(), chat.now(), name, answer, files, timings
+        )
         timings["encode"] = _ms(t0)
         timings["total"] = _ms(started)
-        out.timings_ms = timings
-        return JSONResponse(out.model_dump())
+        return JSONResponse(body)
+
+    async def _chat_stream(self, call, args: tuple, started: float) -> Response:
+        """Server-sent events: the text as the LLM makes it, then the media, the finish reason and
+        ``[DONE]``. An error before the first token is a JSON error; after it, an ``{"error": ...}`` event."""
+        from starlette.responses import StreamingResponse
+
+        from anygen.serve import chat
+
+        timeout = self.limits.request_timeout_s
+        self.calls["llm"] += 1
+        t_llm = time.perf_counter()
+        stream = self.llm.options(stream=True).condition_stream.remote(*args)
+
+        async def next_item() -> dict[str, Any]:
+            left = max(timeout - (time.perf_counter() - started), 1e-3)
+            try:
+                return await asyncio.wait_for(stream.__anext__(), left)
+            except StopAsyncIteration:
+                raise RequestError(
+                    500, "generation_failed", "the LLM's stream ended without an answer"
+                ) from None
+            except Exception as err:
+                raise _backend_error("LLM", err) from None
+
+        try:
+            first = await next_item()
+            if "error" in first:
+                raise call.rename(_replica_error(first["error"]))
+        except BaseException:
+            stream.cancel()
+            raise
+        cid, created, model = chat.completion_id(), chat.now(), self.info["name"]
+
+        def event(data: dict[str, Any]) -> str:
+            return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+        async def events():
+            timings: dict[str, float] = {}
+            finished = False
+            try:
+                yield event(chat.chunk(cid, created, model, {"role": "assistant", "content": ""}))
+                item = first
+                while "text" not in item:
+                    if "error" in item:
+                        raise call.rename(_replica_error(item["error"]))
+                    if item.get("delta"):
+                        yield event(chat.chunk(cid, created, model, {"content": item["delta"]}))
+                    item = await next_item()
+                answer = item
+                finished = True
+                timings["llm"] = _ms(t_llm)
+                files = await self._make_media(answer, call.request.generator_options(), started, timings)
+                if files:  # the media parts of the message, as in the non-streamed answer's content
+                    parts = await asyncio.to_thread(chat.media_parts, files)
+                    yield event(chat.chunk(cid, created, model, {"media": parts}))
+                timings["total"] = _ms(started)
+                anygen = {"seed": answer["seed"], "timings_ms": timings}
+                yield event(chat.chunk(cid, created, model, {}, answer["finish_reason"], anygen=anygen))
+                if call.include_usage:
+                    yield event(chat.chunk(cid, created, model, None, usage=chat.usage(answer)))
+                yield "data: [DONE]\n\n"
+            except asyncio.CancelledError:  # the client went away: the replicas' work is cancelled with it
+                self.responses["cancelled"] += 1
+                raise
+            except RequestError as err:
+                self.responses[f"stream_{err.status}"] += 1
+                yield event(call.rename(err).openai_body())
+            except Exception as err:
+                logger.exception("ingress: unexpected error while streaming")
+                self.responses["stream_500"] += 1
+                yield event(
+                    RequestError(
+                        500, "internal", f"internal error: {type(err).__name__}: {err}"
+                    ).openai_body()
+                )
+            finally:
+                if not finished:
+                    stream.cancel()
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.limits.max_body_bytes

@@ -118,6 +118,22 @@ class RequestError(Exception):
             ).model_dump()
         }
 
+    def openai_body(self) -> dict[str, Any]:
+        """OpenAI's error shape (``message``, ``type``, ``param``, ``code``) for ``/v1/chat/completions``:
+        ``type`` is OpenAI's class (``invalid_request_error`` for a 4xx, ``server_error`` for a 5xx), ``code``
+        this service's ``type`` (``model_not_found``, ``bad_media``, ...), ``param`` the first field named;
+        ``status`` and ``fields`` are kept as in :meth:`body`."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": "invalid_request_error" if self.status < 500 else "server_error",
+                "param": self.fields[0].field if self.fields else None,
+                "code": self.type,
+                "status": self.status,
+                "fields": [f.model_dump() for f in self.fields],
+            }
+        }
+
 
 def _field_name(loc: tuple) -> str:
     """``("num_inference_steps", "dict[...]", "image")`` -> ``"num_inference_steps.image"`` (no union tags)."""
@@ -158,6 +174,35 @@ def option_error(err: AnyGenError) -> RequestError:
     return RequestError(422, "invalid_request", f"invalid request: {err}", fields)
 
 
+def validation_error(err: Any, known: Any) -> RequestError:
+    """A pydantic ``ValidationError`` of a JSON body: 400 for malformed JSON, else 422 naming each bad, missing
+    or unknown field (an unknown one listing the ``known`` field names)."""
+    errors = err.errors(include_url=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return RequestError(400, "bad_json", f"the body is not valid JSON ({errors[0]['msg']})")
+    fields: dict[str, str] = {}
+    for e in errors:
+        name = _field_name(e["loc"])
+        if e["type"] == "extra_forbidden":
+            msg = "unknown option"
+        elif e["type"] == "missing":
+            msg = "missing field"
+        elif e["type"] == "model_type":
+            msg = "the body must be a JSON object"
+        else:
+            msg = e["msg"]
+        fields.setdefault(name, msg)
+    summary = "; ".join(f"{k}: {v}" for k, v in fields.items())
+    if "unknown option" in fields.values():
+        summary += f" (options: {', '.join(known)})"
+    return RequestError(
+        422,
+        "invalid_request",
+        f"invalid request: {summary}",
+        [FieldError(field=k, message=v) for k, v in fields.items()],
+    )
+
+
 def parse_request(body: bytes) -> GenerateRequest:
     """The request in a JSON ``body``: 400 for malformed JSON, 422 naming each bad or unknown field (the
     options checked as ``pipe(...)`` checks them)."""
@@ -166,30 +211,7 @@ def parse_request(body: bytes) -> GenerateRequest:
     try:
         request = GenerateRequest.model_validate_json(body)
     except ValidationError as err:
-        errors = err.errors(include_url=False)
-        if any(e["type"] == "json_invalid" for e in errors):
-            raise RequestError(400, "bad_json", f"the body is not valid JSON ({errors[0]['msg']})") from None
-        fields: dict[str, str] = {}
-        for e in errors:
-            name = _field_name(e["loc"])
-            if e["type"] == "extra_forbidden":
-                msg = "unknown option"
-            elif e["type"] == "missing":
-                msg = "missing field"
-            elif e["type"] == "model_type":
-                msg = "the body must be a JSON object"
-            else:
-                msg = e["msg"]
-            fields.setdefault(name, msg)
-        summary = "; ".join(f"{k}: {v}" for k, v in fields.items())
-        if "unknown option" in fields.values():
-            summary += f" (options: {', '.join(GenerateRequest.model_fields)})"
-        raise RequestError(
-            422,
-            "invalid_request",
-            f"invalid request: {summary}",
-            [FieldError(field=k, message=v) for k, v in fields.items()],
-        ) from None
+        raise validation_error(err, GenerateRequest.model_fields) from None
     try:
         request.options  # noqa: B018 - checks them
     except OptionError as err:
