@@ -9,10 +9,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from anygen import widths
+from anygen.chat_template import bind_template
 from anygen.checkpoints import check_state_dict, load_error_reason
 from anygen.errors import SpecError, WeightsError
 from anygen.llm import LanguageModel
-from anygen.projectors import InputProjector, OutputProjector
+from anygen.projectors import MultiOutputProjector, OutputProjector, make_input_projector
 from anygen.spec import PipelineSpec
 
 
@@ -43,6 +44,8 @@ def build_encoder(spec: PipelineSpec, name: str) -> torch.nn.Module:
         if path is not None:
             return TinyImageBindEncoder.from_pretrained(_require(path, f"encoders.{name}"))
         return TinyImageBindEncoder.from_config(TinyImageBindConfig.from_dict(node.config), seed=node.seed)
+    if node.type in widths.TOKEN_ENCODER_TYPES:
+        return _build_token_encoder(spec, name, path)
     if node.type in ("clip", "clap"):
         from anygen.encoders.clap import ClapEncoder
         from anygen.encoders.clip import ClipImageEncoder
@@ -56,6 +59,23 @@ def build_encoder(spec: PipelineSpec, name: str) -> torch.nn.Module:
     return ImageBindEncoder.from_checkpoint(_require(path, f"encoders.{name}"))
 
 
+def _build_token_encoder(spec: PipelineSpec, name: str, path: Path | None) -> torch.nn.Module:
+    """A ``*-tokens`` encoder: random from its config, or its folder with the config's settings."""
+    node = spec.encoders[name]
+    if node.type == "whisper-audio-tokens":
+        from anygen.encoders.whisper_tokens import WhisperTokenEncoder
+
+        if path is not None:
+            return WhisperTokenEncoder.from_pretrained(_require(path, f"encoders.{name}"), settings=node.config)
+        return WhisperTokenEncoder.from_config(node.config, seed=node.seed)
+    from anygen.encoders.vision_tokens import VisionTokenEncoder
+
+    if path is not None:
+        folder = _require(path, f"encoders.{name}")
+        return VisionTokenEncoder.from_pretrained(node.type, folder, settings=node.config)
+    return VisionTokenEncoder.from_config(node.type, node.config, seed=node.seed)
+
+
 def build_llm(spec: PipelineSpec) -> LanguageModel:
     node = spec.llm
     signal_tokens = {m: out.signal_tokens.names() for m, out in spec.outputs.items()}
@@ -66,14 +86,17 @@ def build_llm(spec: PipelineSpec) -> LanguageModel:
         )
         if node.adapter is not None:
             lm.load_adapter(_require(spec.resolve(node.adapter), "llm.adapter"))
+        bind_template(node.template, lm, str(path))
         return lm
     if node.tokenizer.type != "byte-level":
         raise SpecError("llm: a model built from config needs tokenizer.type: byte-level (or give a path)")
     from anygen.tokenizer import byte_level_tokenizer
 
-    return LanguageModel.from_config(
+    lm = LanguageModel.from_config(
         node.config, byte_level_tokenizer(), signal_tokens, node.seed, node.hidden_layer
     )
+    bind_template(node.template, lm, "llm.tokenizer (byte-level)")
+    return lm
 
 
 def _load_module_weights(module: torch.nn.Module, path: Path, node: str) -> None:
@@ -93,11 +116,20 @@ def _seeded(seed: int, build):
         return build()
 
 
-def build_input_projector(spec: PipelineSpec, name: str, load: bool = True) -> InputProjector:
+def build_input_projector(spec: PipelineSpec, name: str, load: bool = True) -> torch.nn.Module:
     node = spec.input_projectors[name]
     in_dim = widths.encoder_output_dim(spec, node.encoder)
     proj = _seeded(
-        node.seed, lambda: InputProjector(node.type, in_dim, widths.llm_hidden_size(spec), node.num_tokens)
+        node.seed,
+        lambda: make_input_projector(
+            node.type,
+            in_dim,
+            widths.llm_hidden_size(spec),
+            node.num_tokens or 1,
+            d_model=node.d_model,
+            nhead=node.nhead,
+            num_layers=node.num_layers,
+        ),
     )
     if load and node.path is not None:
         _load_module_weights(proj, spec.resolve(node.path), f"input_projectors.{name}")
@@ -107,21 +139,24 @@ def build_input_projector(spec: PipelineSpec, name: str, load: bool = True) -> I
 def build_output_projector(spec: PipelineSpec, modality: str, load: bool = True) -> OutputProjector:
     out = spec.outputs[modality]
     node = out.projector
-    tokens, width = widths.generator_condition_shape(spec, modality)
-    proj = _seeded(
-        node.seed,
-        lambda: OutputProjector(
-            node.type,
-            widths.llm_hidden_size(spec),
-            node.out_dim or width,
-            node.num_queries or tokens,
-            d_model=node.d_model,
-            nhead=node.nhead,
-            num_encoder_layers=node.num_encoder_layers,
-            num_decoder_layers=node.num_decoder_layers,
-            dim_feedforward=node.dim_feedforward,
-        ),
+    layout = widths.generator_layout(spec, modality)
+    tokens, width = layout.shape
+    hidden = widths.llm_hidden_size(spec)
+    shape = dict(
+        d_model=node.d_model,
+        nhead=node.nhead,
+        num_encoder_layers=node.num_encoder_layers,
+        num_decoder_layers=node.num_decoder_layers,
+        dim_feedforward=node.dim_feedforward,
     )
+    if layout.packed:  # one head per conditioning tensor
+        heads = {n: (h.out_dim or layout[n].width, h.num_queries or layout[n].tokens) for n, h in node.tensors.items()}
+        proj = _seeded(node.seed, lambda: MultiOutputProjector(layout, node.type, hidden, heads, **shape))
+    else:
+        proj = _seeded(
+            node.seed,
+            lambda: OutputProjector(node.type, hidden, node.out_dim or width, node.num_queries or tokens, **shape),
+        )
     if load and node.path is not None:
         _load_module_weights(proj, spec.resolve(node.path), f"outputs.{modality}.projector")
     return proj.eval()

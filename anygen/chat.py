@@ -69,7 +69,7 @@ class Conversation:
                 for m, items in inputs.items()
             }
         else:
-            if images or audios or videos:
+            if any(x is not None for x in (images, audios, videos)):
                 raise MessageError(
                     "images/audios/videos: with a chat message, inputs go in the message's parts"
                 )

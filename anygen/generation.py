@@ -119,11 +119,7 @@ def generate(
     later_span_tokens = torch.tensor(
         sorted({t for s in lm.spans.values() for t in s.token_ids[1:]}), dtype=torch.long, device=device
     )
-    eos_ids = {
-        t
-        for t in [lm.tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)]
-        if isinstance(t, int)
-    }
+    eos_ids = lm.stop_token_ids()
 
     # Left-pad the prompts into one batch.
     length = max(p.shape[0] for p in prompts)

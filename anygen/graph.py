@@ -57,7 +57,7 @@ def describe(name_or_path: str, parameters: bool = True) -> str:
     lines.append("inputs")
     for name, proj in spec.input_projectors.items():
         enc = spec.encoders[proj.encoder]
-        dim = widths.encoder_output_dim(spec, proj.encoder)
+        dim = widths.encoder_output_text(spec, proj.encoder)  # "32", or "16 x 32 per image, ..." (tokens)
         lines.append(
             f"  encoders.{proj.encoder} ({enc.type}, {_source(enc)}): {', '.join(enc.modalities)} -> {dim}"
             + count(lambda n=proj.encoder: pipe.encoder(n))
@@ -76,18 +76,20 @@ def describe(name_or_path: str, parameters: bool = True) -> str:
     )
     lines.append("outputs")
     for modality, out in spec.outputs.items():
-        tokens, width = widths.generator_condition_shape(spec, modality)
+        layout = widths.generator_layout(spec, modality)
+        tokens, width = layout.shape
+        made = layout.describe() if layout.packed else f"{tokens} x {width}"  # several tensors: each by name
         names = out.signal_tokens.names()
         lines.append(f"  {modality}: signal tokens {names[0]}..{names[-1]} ({out.signal_tokens.count})")
         lines.append(
-            f"    projector ({out.projector.type}): {out.signal_tokens.count} x {hidden} -> {tokens} x {width}"
+            f"    projector ({out.projector.type}): {out.signal_tokens.count} x {hidden} -> {made}"
             + count(
                 lambda m=modality: pipe.output_projector(m),
                 lambda m=modality: build_output_projector(spec, m, load=False),
             )
         )
         lines.append(
-            f"    generator ({out.generator.type}, {_source(out.generator)}): conditioned on {tokens} x {width}"
+            f"    generator ({out.generator.type}, {_source(out.generator)}): conditioned on {made}"
             + count(lambda m=modality: pipe.generator(m))
         )
     return "\n".join(lines)

@@ -35,10 +35,15 @@ class LanguageModel(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.hidden_layer = hidden_layer
+        #: Whether prompts start with the tokenizer's BOS (a chat template writes its own, anygen.chat_template).
+        self.add_bos = True
+        #: A chat template's end-of-turn token(s), where decoding also stops.
+        self.end_of_turn_ids: tuple[int, ...] = ()
         missing = [t for names in signal_tokens.values() for t in names if t not in tokenizer.get_vocab()]
         if missing:
             tokenizer.add_tokens(missing, special_tokens=True)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            # (transformers re-ties a tied LM head to the resized rows: tests/test_llm_families.py checks)
             with torch.random.fork_rng(devices=[]):  # new rows are random, but the same in every process
                 torch.manual_seed(0)
                 model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -140,10 +145,11 @@ class LanguageModel(nn.Module):
     def embed_segments(self, segments: Sequence[str | torch.Tensor], bos: bool = True) -> torch.Tensor:
         """Embed text pieces and already-projected media features ``[n, hidden]`` into one ``[L, hidden]``.
 
-        One BOS starts the sequence (NExT-GPT's legacy code put one before every text piece).
+        One BOS starts the sequence (NExT-GPT's legacy code put one before every text piece), unless the
+        prompt template writes its own (``add_bos`` is False).
         """
         parts = []
-        if bos and self.tokenizer.bos_token_id is not None:
+        if bos and self.add_bos and self.tokenizer.bos_token_id is not None:
             parts.append(self.embeddings(torch.tensor([self.tokenizer.bos_token_id], device=self.device)))
         for seg in segments:
             if isinstance(seg, str):
@@ -156,6 +162,20 @@ class LanguageModel(nn.Module):
     def decode(self, token_ids: Sequence[int]) -> str:
         """Text of generated tokens, without signal or other special tokens."""
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def stop_token_ids(self) -> set[int]:
+        """Tokens that end an answer: the tokenizer's EOS, the generation config's EOS (one id or a list, as
+        Llama 3 and Gemma give) and the chat template's end-of-turn token."""
+        given = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        given = list(given) if isinstance(given, (list, tuple)) else [given]
+        ids = [self.tokenizer.eos_token_id, *given, *self.end_of_turn_ids]
+        return {t for t in ids if isinstance(t, int) and not isinstance(t, bool)}
+
+
+def tied_embeddings(model: nn.Module) -> bool:
+    """Whether the LM head is the input embedding matrix itself (Gemma, small Qwen2.5 and others tie them)."""
+    head = model.get_output_embeddings()
+    return head is not None and head.weight is model.get_input_embeddings().weight
 
 
 def peft_adapter(model: nn.Module, path: str | Path, where: str) -> nn.Module:

@@ -279,7 +279,8 @@ def _resolve(value: Any, modality: str, at: str, fetch: int | None, allow_files:
         if fetch is None:
             raise MessageError(
                 f"{at}: {_short(value)} is a {scheme} URL, but anygen is offline (HF_HUB_OFFLINE/ANYGEN_OFFLINE set, "
-                "or the caller allows no fetching); pass the file's path, its bytes or a data: URL"
+                "or the caller allows no fetching); "
+                + ("pass the file's path, its bytes or a data: URL" if allow_files else "send it as a data: URL")
             )
         return _fetch(value, at, fetch)
     if scheme and scheme != "file":

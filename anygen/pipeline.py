@@ -11,7 +11,7 @@ import hashlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class Conditioned:
     media: dict[str, MediaRequest]  # in the order image, video, audio
     seed: int | None  # the call's seed (drawn when none was given); None when a torch.Generator was given
     batched: bool = False
+    prompt_tokens: list[int] = field(default_factory=list)  # each prompt's length in LLM positions (usage)
 
 
 class AnyToAnyPipeline:
@@ -516,7 +517,23 @@ class AnyToAnyPipeline:
 
         call = self._generator_call(modality, opts)
         stop.check()
-        return gen.generate(conditioning.to(self._device), generator=generators, callback=step, **call)
+        try:
+            return gen.generate(conditioning.to(self._device), generator=generators, callback=step, **call)
+        finally:
+            if self.spec.outputs[modality].generator.unload_after_use:
+                self.unload(f"generator:{modality}")
+
+    def unload(self, component: str) -> bool:
+        """Free a built component (``"generator:video"``, as :attr:`loaded_components` names it); it is built
+        again on next use. Returns whether it was loaded. Accelerator memory is released at once."""
+        import gc
+
+        dropped = self._components.pop(component, None) is not None
+        if dropped:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return dropped
 
     def chat(self, messages: Sequence[Mapping[str, Any]] | None = None, **defaults: Any):
         """A multi-turn :class:`~anygen.chat.Conversation` over this pipeline; ``messages``: an earlier conversation
@@ -718,7 +735,10 @@ class AnyToAnyPipeline:
         except BaseException:
             bar.close()
             raise
-        return Conditioned(outputs=outputs, media=media, seed=seed, batched=batched), bar
+        prompt_tokens = [int(e.shape[0]) for e in embedded]
+        return Conditioned(
+            outputs=outputs, media=media, seed=seed, batched=batched, prompt_tokens=prompt_tokens
+        ), bar
 
     @torch.no_grad()
     def project_signals(self, modality: str, signals: Sequence[SignalOutput]) -> torch.Tensor:

@@ -132,3 +132,130 @@ def output_projector_from_state_dict(state_dict: dict[str, torch.Tensor], nhead:
         proj = OutputProjector("linear", in_dim, out_dim, num_queries=0)
     proj.load_state_dict(state_dict, strict=True)
     return proj
+
+
+class MultiOutputProjector(nn.Module):
+    """One :class:`OutputProjector` head per conditioning tensor of a generator with several (SDXL's
+    ``prompt_embeds`` and ``pooled_prompt_embeds``...). A sequence head gives ``[B, tokens, width]``; a pooled head
+    is a head of one query (``transformer``) or the mean over the signal tokens (``linear``/``mlp``) giving
+    ``[B, width]``. The output is packed in the layout's order (``[B, 1, total]``,
+    :meth:`~anygen.generators.conditioning.ConditioningLayout.pack`)."""
+
+    def __init__(self, layout, kind: str, in_dim: int, heads: dict[str, tuple[int, int]] | None = None, **kw) -> None:
+        """``heads``: per tensor name, ``(out_dim, num_queries)`` if declared (default: the tensor's own)."""
+        super().__init__()
+        self.layout = layout
+        self.kind = kind
+        self.heads = nn.ModuleDict()
+        for t in layout.tensors:
+            out_dim, queries = (heads or {}).get(t.name, (t.width, t.tokens))
+            self.heads[t.name] = OutputProjector(kind, in_dim, out_dim, queries, **kw)
+
+    def forward(self, hidden_states: torch.Tensor, input_embeds: torch.Tensor) -> torch.Tensor:
+        values = {}
+        for t in self.layout.tensors:
+            out = self.heads[t.name](hidden_states, input_embeds)
+            values[t.name] = out.mean(dim=1) if t.pooled else out
+        return self.layout.pack(values, "output projector")
+
+    def unpack(self, packed: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.layout.unpack(packed)
+
+
+# -- input projectors over token sequences ----------------------------------------------------------------------
+SEQUENCE_PROJECTOR_TYPES = ("mlp-tokens", "resampler")
+
+
+class TokenMLPProjector(nn.Module):
+    """LLaVA's projector (``mlp-tokens``): ``Linear(in->out)``, GELU, ``Linear(out->out)`` on every token, so
+    ``[B, T, in_dim]`` becomes ``[B, T, out_dim]`` (as many LLM embeddings as the encoder gives tokens)."""
+
+    kind = "mlp-tokens"
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.proj = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        _check_tokens(features, self.in_dim, self.kind)
+        return self.proj(features)
+
+
+class _ResamplerLayer(nn.Module):
+    """Pre-norm cross-attention of the queries to the tokens (and themselves, as Flamingo's Perceiver), then an
+    MLP; both residual."""
+
+    def __init__(self, d_model: int, nhead: int) -> None:
+        super().__init__()
+        self.norm_tokens = nn.LayerNorm(d_model)
+        self.norm_queries = nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, nhead, dropout=0.0, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+
+    def forward(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        q = self.norm_queries(queries)
+        kv = torch.cat([self.norm_tokens(tokens), q], dim=1)
+        queries = queries + self.attn(q, kv, kv, need_weights=False)[0]
+        return queries + self.mlp(self.norm_mlp(queries))
+
+
+class ResamplerProjector(nn.Module):
+    """A query resampler (``resampler``, Perceiver / Q-Former style): ``num_tokens`` learned queries of width
+    ``d_model`` cross-attend to the encoder's tokens through ``num_layers`` layers, then ``LayerNorm`` +
+    ``Linear(d_model->out_dim)``: ``[B, T, in_dim]`` (any ``T``) becomes ``[B, num_tokens, out_dim]``."""
+
+    kind = "resampler"
+
+    def __init__(
+        self, in_dim: int, out_dim: int, num_tokens: int, d_model: int, nhead: int = 4, num_layers: int = 2
+    ) -> None:
+        super().__init__()
+        if d_model % nhead:
+            raise ValueError(f"resampler: nhead={nhead} does not divide d_model={d_model}")
+        self.in_dim, self.out_dim, self.num_tokens = in_dim, out_dim, num_tokens
+        self.input = nn.Linear(in_dim, d_model)
+        self.queries = nn.Parameter(torch.randn(num_tokens, d_model) * 0.02)
+        self.layers = nn.ModuleList(_ResamplerLayer(d_model, nhead) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.output = nn.Linear(d_model, out_dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        _check_tokens(features, self.in_dim, self.kind)
+        tokens = self.input(features)
+        queries = self.queries.to(tokens.dtype).expand(features.shape[0], -1, -1)
+        for layer in self.layers:
+            queries = layer(queries, tokens)
+        return self.output(self.norm(queries))
+
+
+def _check_tokens(features: torch.Tensor, in_dim: int, kind: str) -> None:
+    if features.dim() != 3 or features.shape[-1] != in_dim:
+        raise ValueError(
+            f"{kind} input projector expects encoder tokens [B, tokens, {in_dim}], got {tuple(features.shape)}"
+        )
+
+
+def make_input_projector(
+    kind: str,
+    in_dim: int,
+    out_dim: int,
+    num_tokens: int = 1,
+    *,
+    d_model: int | None = None,
+    nhead: int = 4,
+    num_layers: int = 2,
+) -> nn.Module:
+    """The input projector of type ``kind``: :class:`InputProjector` for one pooled vector per input (``linear``,
+    ``mlp``), :class:`TokenMLPProjector` or :class:`ResamplerProjector` (``d_model`` default: ``in_dim``) for a
+    token sequence."""
+    if kind in INPUT_PROJECTOR_TYPES:
+        return InputProjector(kind, in_dim, out_dim, num_tokens)
+    if kind == "mlp-tokens":
+        return TokenMLPProjector(in_dim, out_dim)
+    if kind == "resampler":
+        return ResamplerProjector(in_dim, out_dim, num_tokens, d_model or in_dim, nhead, num_layers)
+    raise ValueError(
+        f"input projector type must be one of {INPUT_PROJECTOR_TYPES + SEQUENCE_PROJECTOR_TYPES}, got {kind!r}"
+    )

@@ -3,15 +3,22 @@
 Segments are text strings and :class:`MediaSlot` markers; the pipeline replaces each slot with the
 projected features of that input. A user's text may place inputs with ``<image>``, ``<audio>`` and
 ``<video>`` tags (NExT-GPT's data format); inputs without a tag go before the text, in order.
+
+A template of patterns (:class:`~anygen.spec.TemplateSpec`) is applied here; a tokenizer's chat template
+(:mod:`anygen.chat_template`) renders the conversation itself, with the same user content.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from anygen.errors import AnyGenError
-from anygen.spec import MODALITIES, TemplateSpec
+from anygen.spec import MODALITIES, ChatTemplateSpec, TemplateSpec
+
+if TYPE_CHECKING:
+    from anygen.chat_template import ChatTemplate
 
 _TAG = re.compile(r"<(image|audio|video)>")
 
@@ -29,7 +36,7 @@ class Turn:
     media: dict[str, list] = field(default_factory=dict)  # modality -> inputs (for user turns)
 
 
-def user_content_segments(turn: Turn, template: TemplateSpec) -> list[str | MediaSlot]:
+def user_content_segments(turn: Turn, template: TemplateSpec | ChatTemplate) -> list[str | MediaSlot]:
     """The user's text with every input in place, wrapped in the template's media markers."""
     counts = {m: len(turn.media.get(m, [])) for m in MODALITIES}
     tags = [m.group(1) for m in _TAG.finditer(turn.text)]
@@ -62,11 +69,22 @@ def user_content_segments(turn: Turn, template: TemplateSpec) -> list[str | Medi
     return segments
 
 
-def conversation_segments(turns: list[Turn], template: TemplateSpec) -> list[tuple[str | MediaSlot, int]]:
-    """Segments of the whole conversation, each paired with the index of the turn it came from.
+def resolve_template(template: TemplateSpec | ChatTemplateSpec | ChatTemplate) -> TemplateSpec | ChatTemplate:
+    """The template in use: a spec's ``chat`` (or omitted) template is the one bound when the LLM was built."""
+    return template.resolved if isinstance(template, ChatTemplateSpec) else template
+
+
+def conversation_segments(
+    turns: list[Turn], template: TemplateSpec | ChatTemplateSpec | ChatTemplate
+) -> list[tuple[str | MediaSlot, int]]:
+    """Segments of the whole conversation, each paired with the index of the turn it came from (-1: the
+    template's own text).
 
     The conversation must end with a user turn; the prompt ends where the assistant's answer begins.
     """
+    template = resolve_template(template)
+    if not isinstance(template, TemplateSpec):  # a tokenizer's chat template
+        return template.segments(turns)
     if not turns or turns[-1].role != "user":
         raise AnyGenError("a conversation must end with a user turn")
     out: list[tuple[str | MediaSlot, int]] = []

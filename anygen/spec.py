@@ -23,8 +23,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SerializationInfo,
+    SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -63,16 +67,68 @@ class WeightedNode(_Provenance):
 
 
 class EncoderSpec(WeightedNode):
-    type: Literal["tiny-imagebind", "imagebind", "clip", "clap"]
+    """One pooled vector per input (``tiny-imagebind``, ``imagebind``, ``clip``, ``clap``) or a fixed number of
+    tokens per input (``*-tokens``, see :mod:`anygen.encoders.token_configs`; with ``path``, ``config`` may hold
+    their settings)."""
+
+    type: Literal[
+        "tiny-imagebind",
+        "imagebind",
+        "clip",
+        "clap",
+        "clip-vision-tokens",
+        "siglip-vision-tokens",
+        "whisper-audio-tokens",
+    ]
     modalities: list[Literal["image", "video", "audio"]] = list(MODALITIES)
+
+    @model_validator(mode="after")
+    def _token_encoder_modalities(self) -> EncoderSpec:
+        """A token encoder that lists no modalities takes those its type encodes (image and video, or audio)."""
+        if self.type.endswith("-tokens") and "modalities" not in self.model_fields_set:
+            from anygen.encoders.token_configs import config_class
+
+            self.modalities = list(config_class(self.type).MODALITIES)
+        return self
+
+
+#: Fields only a ``resampler`` input projector takes (left out of the other types' dumps).
+_RESAMPLER_FIELDS = ("d_model", "nhead", "num_layers")
 
 
 class InputProjectorSpec(_Provenance):
-    type: Literal["linear", "mlp"]
+    """Encoder output -> LLM embeddings. ``linear`` / ``mlp``: one pooled vector -> ``num_tokens`` (default 1);
+    ``mlp-tokens``: every encoder token -> one embedding (``num_tokens`` is the encoder's count, filled in when
+    the spec is checked); ``resampler``: ``num_tokens`` learned queries (required) read the encoder's tokens."""
+
+    type: Literal["linear", "mlp", "mlp-tokens", "resampler"]
     encoder: str
-    num_tokens: int = Field(1, ge=1)
+    num_tokens: int | None = Field(None, ge=1, description="the LLM embeddings each input becomes")
+    d_model: int | None = Field(None, ge=1, description="resampler: query width (default: the encoder's width)")
+    nhead: int = Field(4, ge=1, description="resampler: attention heads")
+    num_layers: int = Field(2, ge=1, description="resampler: cross-attention layers")
     path: str | None = None
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _tokens_and_options(self) -> InputProjectorSpec:
+        if self.type != "resampler":
+            given = [f for f in _RESAMPLER_FIELDS if f in self.model_fields_set]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only a resampler takes it (this projector is {self.type!r})")
+        if self.type in ("linear", "mlp") and self.num_tokens is None:
+            self.num_tokens = 1
+        if self.type == "resampler" and self.num_tokens is None:
+            raise ValueError("num_tokens: a resampler needs its number of queries (the tokens each input becomes)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        data = handler(self)
+        if self.type != "resampler" and isinstance(data, dict):
+            for key in _RESAMPLER_FIELDS:
+                data.pop(key, None)
+        return data
 
 
 class TemplateSpec(_Node):
@@ -100,6 +156,64 @@ class TemplateSpec(_Node):
         return value
 
 
+#: The names ``llm.template`` may give instead of a mapping of patterns.
+TEMPLATE_NAMES = ("nextgpt-legacy", "chat")
+
+
+class ChatTemplateSpec(_Node):
+    """The LLM tokenizer's own chat template (``template: chat``); or, for a spec that gives no template
+    (``type: auto``), that chat template when the tokenizer has one, else ``nextgpt-legacy``.
+
+    Which one, and the tokenizer that renders it, are known once the LLM is built
+    (:func:`anygen.chat_template.bind_template` binds them here).
+    """
+
+    type: Literal["chat", "auto"] = "chat"
+    media: dict[str, tuple[str, str]] = Field(
+        default_factory=lambda: {m: ("<Img>", "</Img>") for m in MODALITIES},
+        description="text placed before and after each input's projected features, per modality",
+    )
+    #: A :class:`TemplateSpec` (``auto``, no chat template) or an :class:`anygen.chat_template.ChatTemplate`.
+    _bound: Any = PrivateAttr(None)
+
+    def bind(self, resolved: Any) -> None:
+        self._bound = resolved
+
+    @property
+    def resolved(self) -> Any:
+        """The template in use; :class:`~anygen.errors.AnyGenError` before the LLM is built."""
+        if self._bound is None:
+            from anygen.errors import AnyGenError
+
+            raise AnyGenError(
+                "llm.template: the prompt template is read from the LLM's tokenizer; build the LLM first "
+                "(pipe.llm)"
+            )
+        return self._bound
+
+    @property
+    def system_turn(self) -> str | None:
+        """A chat template writes system messages itself (one that takes none refuses them when rendered)."""
+        return self._bound.system_turn if isinstance(self._bound, TemplateSpec) else "{content}"
+
+    @property
+    def stop(self) -> list[str]:
+        """Stop strings (a chat template's answers end at its end-of-turn token, which decoding stops at)."""
+        return list(self._bound.stop) if self._bound is not None else []
+
+    @model_serializer
+    def _dump(self, info: SerializationInfo) -> Any:
+        """As a spec writes it: the legacy patterns once ``auto`` found no chat template, ``chat`` (a mapping
+        when ``media`` is not the default), or null (``auto`` not yet resolved)."""
+        if isinstance(self._bound, TemplateSpec):
+            return self._bound.model_dump(mode=info.mode)
+        if self.type == "auto" and self._bound is None:
+            return None
+        if self.media == ChatTemplateSpec().media:
+            return "chat"
+        return {"type": "chat", "media": {m: list(pair) for m, pair in self.media.items()}}
+
+
 class TokenizerSpec(_Node):
     type: Literal["byte-level", "pretrained"] = "pretrained"
 
@@ -109,9 +223,46 @@ class LLMSpec(WeightedNode):
     adapter: str | None = Field(None, description="a peft (LoRA) adapter folder applied over the weights")
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     hidden_layer: int = -1
-    template: TemplateSpec = Field(default_factory=TemplateSpec)
+    template: SerializeAsAny[TemplateSpec | ChatTemplateSpec] = Field(
+        default_factory=lambda: ChatTemplateSpec(type="auto"),
+        description="a mapping of patterns, 'nextgpt-legacy' (NExT-GPT's patterns) or 'chat' (the tokenizer's "
+        "chat template); none: the tokenizer's chat template when it has one, else 'nextgpt-legacy'",
+    )
     torch_dtype: str | None = None
     defaults: dict[str, Any] = Field(default_factory=dict, description="max_new_tokens, temperature, top_p")
+
+    @field_validator("template", mode="wrap")
+    @classmethod
+    def _template(cls, value: Any, handler: Any, info: ValidationInfo) -> TemplateSpec | ChatTemplateSpec:
+        """A name, a mapping of patterns, or ``{type: chat, media: ...}``; null is the default."""
+        if value is None:
+            return ChatTemplateSpec(type="auto")
+        if isinstance(value, (TemplateSpec, ChatTemplateSpec)):
+            template = value
+        elif isinstance(value, str):
+            if value not in TEMPLATE_NAMES:
+                names = ", ".join(TEMPLATE_NAMES)
+                raise ValueError(f"unknown template {value!r}: give a mapping of patterns or one of {names}")
+            template = TemplateSpec() if value == "nextgpt-legacy" else ChatTemplateSpec()
+        elif isinstance(value, dict) and "type" in value:
+            if value["type"] != "chat":
+                raise ValueError(f"type: {value['type']!r}; only 'chat' (a mapping of patterns has no type)")
+            template = ChatTemplateSpec.model_validate(value)
+        else:
+            template = TemplateSpec.model_validate(value)
+        tokenizer = info.data.get("tokenizer")
+        if (
+            isinstance(template, ChatTemplateSpec)
+            and template.type == "chat"
+            and info.data.get("path") is None
+            and tokenizer is not None
+            and tokenizer.type == "byte-level"
+        ):
+            raise ValueError(
+                "'chat' uses the tokenizer's own chat template, but the byte-level tokenizer "
+                "(llm.tokenizer.type) has none; give 'nextgpt-legacy' or a mapping of patterns"
+            )
+        return template
 
 
 class SignalTokensSpec(_Node):
@@ -123,12 +274,23 @@ class SignalTokensSpec(_Node):
     @field_validator("format")
     @classmethod
     def _has_index(cls, value: str) -> str:
-        if "{i}" not in value:
-            raise ValueError("must contain '{i}' (the token index), e.g. '[IMG{i}]'")
+        try:  # '{i}' or with a format spec, e.g. '<image_{i:05d}>' (NExT-GPT's newer names)
+            distinct = value.format(i=0) != value.format(i=1)
+        except (KeyError, IndexError, ValueError):
+            distinct = False
+        if not distinct:
+            raise ValueError("must contain '{i}' (the token index), e.g. '[IMG{i}]' or '<image_{i:05d}>'")
         return value
 
     def names(self) -> list[str]:
         return [self.format.format(i=i) for i in range(self.count)]
+
+
+class ConditionHeadSpec(_Node):
+    """What an output projector head declares for one conditioning tensor (checked against the generator's)."""
+
+    out_dim: int | None = Field(None, ge=1)
+    num_queries: int | None = Field(None, ge=1)
 
 
 class OutputProjectorSpec(_Provenance):
@@ -140,14 +302,21 @@ class OutputProjectorSpec(_Provenance):
     num_encoder_layers: int = Field(4, ge=1)
     num_decoder_layers: int = Field(4, ge=1)
     dim_feedforward: int | None = Field(None, ge=1, description="defaults to 4 * d_model, as NExT-GPT")
+    tensors: dict[str, ConditionHeadSpec] = Field(
+        default_factory=dict,
+        description="for a generator conditioned on several tensors: the head of each (default: the tensor's shape)",
+    )
     path: str | None = None
     seed: int = 0
 
 
 class GeneratorSpec(WeightedNode):
-    type: Literal["stable-diffusion", "zeroscope", "audioldm"]
+    type: Literal["stable-diffusion", "zeroscope", "audioldm", "stable-diffusion-xl", "pixart-sigma", "cogvideox"]
     torch_dtype: str | None = None
     cpu_offload: bool = False
+    unload_after_use: bool = Field(
+        False, description="free the generator after each call that used it (rebuilt on the next): one GPU, big models"
+    )
     defaults: dict[str, Any] = Field(
         default_factory=dict, description="call options, e.g. num_inference_steps"
     )
@@ -289,6 +458,42 @@ class PipelineSpec(_Node):
         return p if p.is_absolute() or self.root is None else self.root / p
 
     # -- graph checks (no weights are loaded) ---------------------------------------------------------
+    def _check_heads(self, source: str, node: str, out: OutputSpec, layout) -> None:
+        """A generator with several conditioning tensors: one projector head each, widths and tokens matching."""
+        proj, gen = out.projector, f"{node}.generator ({out.generator.type})"
+        if proj.out_dim is not None or proj.num_queries is not None:
+            raise SpecError(
+                f"{source}: {node}.projector: {gen} is conditioned on several tensors ({layout.describe()}); "
+                f"declare each head under {node}.projector.tensors.<name> instead of out_dim / num_queries"
+            )
+        unknown = sorted(set(proj.tensors) - set(layout.names))
+        if unknown:
+            raise SpecError(
+                f"{source}: {node}.projector.tensors: {', '.join(unknown)} is not a conditioning tensor of {gen}; "
+                f"it takes {layout.describe()}"
+            )
+        if proj.type == "transformer" and proj.d_model % proj.nhead:
+            raise SpecError(f"{source}: {node}.projector.nhead={proj.nhead} does not divide d_model={proj.d_model}")
+        for t in layout.tensors:
+            head = proj.tensors.get(t.name) or ConditionHeadSpec()
+            where = f"{node}.projector.tensors.{t.name}"
+            if head.out_dim is not None and head.out_dim != t.width:
+                raise SpecError(
+                    f"{source}: {where} gives {head.out_dim}-wide vectors but {gen} is conditioned on {t.name} "
+                    f"{t.width} wide ({t.describe()})"
+                )
+            queries = head.num_queries
+            if proj.type != "transformer" and not t.pooled:
+                queries = out.signal_tokens.count  # one output per signal token
+            if not t.pooled and queries is not None and queries != t.tokens:
+                raise SpecError(
+                    f"{source}: {where} gives {queries} tokens but {gen} is conditioned on {t.name} of {t.tokens} "
+                    f"tokens" + ("" if proj.type == "transformer" else f" (a {proj.type!r} projector gives one per "
+                                 "signal token: use type transformer)")
+                )
+            if t.pooled and head.num_queries not in (None, 1) and proj.type == "transformer":
+                raise SpecError(f"{source}: {where}: {t.name} is one pooled vector; num_queries must be 1")
+
     def _check_graph(self, source: str) -> None:
         for name, proj in self.input_projectors.items():
             if proj.encoder not in self.encoders:
@@ -332,11 +537,19 @@ class PipelineSpec(_Node):
         # Widths read from configs (or declared); unreadable ones fail here, before any weights load.
         widths.llm_hidden_size(self)
         self._check_llm_heads_and_layer(source)
-        for proj in self.input_projectors.values():
-            widths.encoder_output_dim(self, proj.encoder)
+        self._check_inputs(source)
         for modality, out in self.outputs.items():
-            tokens, width = widths.generator_condition_shape(self, modality)
+            layout = widths.generator_layout(self, modality)
             node = f"outputs.{modality}"
+            if layout.packed:
+                self._check_heads(source, node, out, layout)
+                continue
+            if out.projector.tensors:
+                raise SpecError(
+                    f"{source}: {node}.projector.tensors: {node}.generator ({out.generator.type}) is conditioned on "
+                    f"one tensor ({layout.describe()}); give out_dim / num_queries instead"
+                )
+            tokens, width = layout.shape
             if out.projector.out_dim is not None and out.projector.out_dim != width:
                 raise SpecError(
                     f"{source}: {node}.projector gives {out.projector.out_dim}-wide vectors but "
@@ -360,6 +573,103 @@ class PipelineSpec(_Node):
                 raise SpecError(
                     f"{source}: {node}.projector gives {queries} tokens but {node}.generator "
                     f"({out.generator.type}) is conditioned on {tokens} tokens"
+                )
+
+    def _check_inputs(self, source: str) -> None:
+        """Encoder -> input projector -> LLM: a pooled vector meets a pooled-vector projector and a token sequence
+        a sequence projector; ``mlp-tokens`` gets (or must match) the encoder's token count; the widths in a
+        sequence projector's weights file; the tokens of one input fit in the LLM's context."""
+        from anygen import widths
+
+        hidden, window = widths.llm_hidden_size(self), widths.llm_context(self)
+        for name, proj in self.input_projectors.items():
+            enc = self.encoders[proj.encoder]
+            node, what = f"input_projectors.{name} ({proj.type})", f"encoders.{proj.encoder} ({enc.type})"
+            width = widths.encoder_output_dim(self, proj.encoder)
+            tokens = widths.encoder_tokens(self, proj.encoder)
+            if tokens is None:
+                if proj.type in ("mlp-tokens", "resampler"):
+                    raise SpecError(
+                        f"{source}: {node} reads a token sequence, but {what} gives one pooled {width}-wide vector "
+                        "per input: use type linear or mlp (num_tokens: several embeddings), or a *-tokens encoder"
+                    )
+            else:
+                foreign = [m for m in enc.modalities if m not in tokens]
+                if foreign:
+                    raise SpecError(
+                        f"{source}: encoders.{proj.encoder}.modalities lists {foreign}, but {enc.type} encodes "
+                        f"{sorted(tokens)} only"
+                    )
+                shape = widths.encoder_output_text(self, proj.encoder)
+                counts = {tokens[m] for m in enc.modalities}
+                if proj.type in ("linear", "mlp"):
+                    raise SpecError(
+                        f"{source}: {node} maps one pooled vector per input, but {what} gives a token sequence "
+                        f"({shape}): use type mlp-tokens or resampler"
+                    )
+                if proj.type == "mlp-tokens":
+                    if len(counts) > 1:
+                        raise SpecError(
+                            f"{source}: {node} gives one embedding per encoder token, but {what} gives {shape}, and "
+                            "one projector gives one count per input: use a resampler, video_tokens: mean, or one "
+                            "encoder per modality"
+                        )
+                    if proj.num_tokens is not None and proj.num_tokens not in counts:
+                        raise SpecError(
+                            f"{source}: input_projectors.{name}.num_tokens={proj.num_tokens}, but an mlp-tokens "
+                            f"projector gives one embedding per token of {what}: {shape}"
+                        )
+                    proj.num_tokens = counts.pop()  # the count the prompt reserves per input
+            if proj.type == "resampler" and (proj.d_model or width) % proj.nhead:
+                raise SpecError(
+                    f"{source}: input_projectors.{name}.nhead={proj.nhead} does not divide its d_model="
+                    f"{proj.d_model or width}" + ("" if proj.d_model else f" (the width of {what})")
+                )
+            if proj.type in ("mlp-tokens", "resampler"):
+                self._check_input_weights(source, name, width, hidden)
+            if window is not None and proj.num_tokens + 2 > window:
+                raise SpecError(
+                    f"{source}: {node} puts {proj.num_tokens} embeddings per input into the prompt, but the LLM's "
+                    f"context (max_position_embeddings) is {window} positions, which must also hold the BOS and "
+                    "the answer: use fewer tokens (a resampler's num_tokens, pooling) or an LLM with a longer context"
+                )
+
+    def _check_input_weights(self, source: str, name: str, width: int, hidden: int) -> None:
+        """A sequence projector's weights file (read: its header only) against the widths the graph gives it."""
+        proj = self.input_projectors[name]
+        try:
+            path = self.resolve(proj.path) if proj.path else None
+        except WeightsError:
+            return  # a Hub file not in the cache: nothing to read yet
+        if path is None or not path.is_file():
+            return  # nothing to check yet; loading says what is missing
+        import torch
+        from safetensors import SafetensorError, safe_open
+
+        from anygen.projectors import make_input_projector
+
+        with torch.device("meta"):
+            module = make_input_projector(
+                proj.type,
+                width,
+                hidden,
+                proj.num_tokens or 1,
+                d_model=proj.d_model,
+                nhead=proj.nhead,
+                num_layers=proj.num_layers,
+            )
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                names = f.keys()
+                found = {k: tuple(f.get_slice(k).get_shape()) for k in names}
+        except (OSError, SafetensorError):
+            return  # not readable: loading reports it
+        for key, tensor in module.state_dict().items():
+            if key in found and found[key] != tuple(tensor.shape):
+                raise SpecError(
+                    f"{source}: input_projectors.{name} ({proj.type}): its weights {proj.path} hold {key} of shape "
+                    f"{found[key]}, but from encoders.{proj.encoder} ({width}-wide tokens) to the llm (hidden "
+                    f"{hidden}) it is {tuple(tensor.shape)}: the weights were made for other widths"
                 )
 
     def _check_llm_heads_and_layer(self, source: str) -> None:

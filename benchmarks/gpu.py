@@ -327,6 +327,7 @@ def spec_dict(w: dict, steps: int, max_new_tokens: int) -> dict:
 
 def build_pipeline(w: dict, steps: int, max_new_tokens: int, device: str, llm_dtype, gen_dtype):
     """An AnyToAnyPipeline over components built here. Returns (pipe, parameter counts in millions)."""
+    from anygen.chat_template import bind_template
     from anygen.pipeline import AnyToAnyPipeline
     from anygen.projectors import OutputProjector
     from anygen.spec import PipelineSpec
@@ -342,6 +343,7 @@ def build_pipeline(w: dict, steps: int, max_new_tokens: int, device: str, llm_dt
     params["llm"] = sum(p.numel() for p in lm.parameters()) / 1e6
     # anygen builds components from the spec on first use; here they are handed over ready-made instead.
     pipe._components["llm"] = lm
+    bind_template(pipe.spec.llm.template, lm, "benchmark llm")  # as builders.build_llm does for a built LLM
     builders = {
         "image": build_image_generator,
         "video": build_video_generator,

@@ -73,18 +73,22 @@ def saved(generators, tmp_path_factory):
 
 
 def test_registry_maps_types_to_classes():
-    assert sorted(GENERATOR_TYPES) == sorted(KINDS)
+    assert sorted(GENERATOR_TYPES) == sorted([*KINDS, "stable-diffusion-xl", "pixart-sigma", "cogvideox"])
     assert {cls.modality for cls in GENERATOR_TYPES.values()} == {"image", "video", "audio"}
     assert [cls.__name__ for cls in GENERATOR_TYPES.values()] == [
         "StableDiffusionGenerator",
         "ZeroscopeGenerator",
         "AudioLDMGenerator",
+        "StableDiffusionXLGenerator",  # the newer families (tests/test_modern_generators.py)
+        "PixArtSigmaGenerator",
+        "CogVideoXGenerator",
     ]
 
 
 def test_unknown_type_lists_known_ones():
     with pytest.raises(
-        SpecError, match="unknown generator type 'dalle'.*audioldm, stable-diffusion, zeroscope"
+        SpecError, match="unknown generator type 'dalle'.*audioldm, cogvideox, pixart-sigma, stable-diffusion, stable-diffusion-xl, "
+        "zeroscope"
     ):
         build_generator("dalle", config={})
 

@@ -124,7 +124,8 @@ def test_manifest_sources_and_licences():
         if comp.source.repo and not comp.source.whole_repo and comp.files[0].path == "model_index.json":
             # enough to verify a diffusers folder: each component's config and weights
             paths = {f.path for f in comp.files}
-            for part in ("unet", "vae", "text_encoder"):
+            denoiser = "transformer" if "transformer/config.json" in paths else "unet"  # DiT families (CogVideoX)
+            for part in (denoiser, "vae", "text_encoder"):
                 assert f"{part}/config.json" in paths
                 assert any(p.startswith(f"{part}/") and ("safetensors" in p or ".bin" in p) for p in paths)
 
@@ -367,8 +368,10 @@ def test_list_table(weights, capsys):
     touch_complete(weights, load_manifest(), ["stable-diffusion-v1-5"])
     rc, out, _ = run(capsys, "weights", "list")
     assert rc == 0
-    rows = {line.split()[1]: line for line in out.splitlines()[2:] if line.startswith(("nextgpt", "tiny"))}
+    rows = {line.split()[1]: line for line in out.splitlines()[2:] if line.startswith(("nextgpt-7b-v0", "tiny"))}
     assert set(rows) == {*NEXTGPT_COMPONENTS, "-"}
+    newer = {line.split()[1] for line in out.splitlines()[2:] if line.startswith("nextgpt-7b-v1.5")}
+    assert newer == {"imagebind-huge", "vicuna-7b-v1.5", "stable-diffusion-2", "zeroscope-v2-xl", "audioldm-s-full"}
     assert rows["stable-diffusion-v1-5"].rstrip().endswith("present")
     assert "hf:stable-diffusion-v1-5/stable-diffusion-v1-5@main" in rows["stable-diffusion-v1-5"]
     assert rows["imagebind-huge"].rstrip().endswith("missing")

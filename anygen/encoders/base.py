@@ -1,4 +1,5 @@
-"""The encoder protocol: media in, one pooled vector per input out."""
+"""The encoder protocols: media in, one pooled vector per input out (:class:`Encoder`), or a fixed number of
+tokens per input (:class:`TokenSequenceEncoder`)."""
 
 from __future__ import annotations
 
@@ -21,5 +22,22 @@ class Encoder(Protocol):
 
     modalities: tuple[str, ...]
     output_dim: int
+
+    def encode(self, modality: str, items: list) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class TokenSequenceEncoder(Protocol):
+    """Turns media into token sequences (patch features, audio frames) the input projector reads.
+
+    ``output_tokens[modality]`` is the fixed number of tokens one input of that modality gives, known from the
+    encoder's config (so a pipeline spec checks it before any weights load); ``output_dim`` is every token's
+    width. ``encode(modality, items)`` returns float ``[len(items), output_tokens[modality], output_dim]`` on the
+    encoder's device, not normalised. See :mod:`anygen.encoders.token_configs`.
+    """
+
+    modalities: tuple[str, ...]
+    output_dim: int
+    output_tokens: dict[str, int]
 
     def encode(self, modality: str, items: list) -> torch.Tensor: ...

@@ -78,8 +78,10 @@ def __getattr__(name: str) -> Any:
         return getattr(diffusion, name)
     if name == "GENERATOR_TYPES":
         from anygen.generators import diffusion
+        from anygen.generators.modern import MODERN_TYPES
 
         types = {type_name: getattr(diffusion, cls) for type_name, cls in _CLASS_NAMES.items()}
+        types.update(MODERN_TYPES)
         globals()["GENERATOR_TYPES"] = types
         return types
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -94,14 +96,16 @@ def build_generator(
     torch_dtype: torch.dtype | None = None,
     defaults: Mapping[str, Any] | None = None,
 ) -> DiffusersGenerator:
-    """A generator of ``type`` (``"stable-diffusion"``, ``"zeroscope"``, ``"audioldm"``).
+    """A generator of ``type`` (``"stable-diffusion"``, ``"zeroscope"``, ``"audioldm"``, or a newer family:
+    ``"stable-diffusion-xl"``, ``"pixart-sigma"``, ``"cogvideox"``).
 
     Give exactly one of ``path`` (a local diffusers folder; strict, offline) or ``config`` (tiny knobs for a
     random-weight model built deterministically from ``seed``; ``{}`` for the tiny defaults). ``defaults``
     overrides generation defaults (``num_inference_steps``, ``guidance_scale``, sizes...).
     """
-    if type not in _CLASS_NAMES:
-        raise SpecError(f"unknown generator type {type!r}; known types: {', '.join(sorted(_CLASS_NAMES))}")
+    if type not in GENERATOR_MODALITIES:
+        known = ", ".join(sorted(GENERATOR_MODALITIES))
+        raise SpecError(f"unknown generator type {type!r}; known types: {known}")
     if (config is None) == (path is None):
         raise SpecError(
             f"generator {type!r} needs exactly one of 'path' (a diffusers folder) or 'config' (tiny random model)"

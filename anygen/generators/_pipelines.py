@@ -74,4 +74,10 @@ def pipeline_class(type_name: str):
         from diffusers import AudioLDMPipeline
 
         return AudioLDMPipeline
+    from anygen.generators.shapes import MODERN_PIPELINES
+
+    if type_name in MODERN_PIPELINES:
+        import diffusers
+
+        return getattr(diffusers, MODERN_PIPELINES[type_name])
     raise KeyError(type_name)

@@ -25,6 +25,7 @@ from anygen._quiet import quiet_progress
 from anygen.checkpoints import load_error_reason
 from anygen.errors import AnyGenError, GenerationError, SpecError, WeightsError
 from anygen.generators._pipelines import dtype_kwarg, pipeline_class
+from anygen.generators.conditioning import ConditioningLayout
 from anygen.generators.shapes import GENERATOR_MODALITIES, condition_width_of_unet, shape_from_text_encoder
 from anygen.media import Audio, Video
 
@@ -170,7 +171,9 @@ class DiffusersGenerator:
         else:
             self.defaults = self.defaults_class()
             self.set_defaults(**(defaults or {}))
-        self.condition_shape = self._condition_shape_of(pipeline)
+        #: The named tensors it is conditioned on; several travel packed as one ``[B, 1, total]`` tensor.
+        self.layout = self._layout_of(pipeline)
+        self.condition_shape = self.layout.shape
         self._empty_cache: dict[tuple[str, torch.dtype], torch.Tensor] = {}
         self._callback: StepCallback | None = None
         # The caller draws one progress bar: no tqdm bars from diffusers, steps reported to `callback` instead.
@@ -287,8 +290,9 @@ class DiffusersGenerator:
                     missing.append(f"{name}/tokenizer_config.json")
                 has_fast = (folder / "tokenizer.json").is_file()
                 has_bpe = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
-                if not (has_fast or has_bpe):
-                    missing.append(f"{name}/tokenizer.json (or vocab.json + merges.txt)")
+                has_sentencepiece = (folder / "spiece.model").is_file()  # T5 (PixArt, CogVideoX)
+                if not (has_fast or has_bpe or has_sentencepiece):
+                    missing.append(f"{name}/tokenizer.json (or vocab.json + merges.txt, or spiece.model)")
         if missing:
             raise WeightsError(
                 f"{cls.type_name} weights folder {root} is incomplete; missing: {'; '.join(missing)}"
@@ -341,6 +345,9 @@ class DiffusersGenerator:
     def default_options(self) -> dict[str, Any]:
         """The generation defaults as a dict (``num_inference_steps``, ``guidance_scale``, sizes...)."""
         return dataclasses.asdict(self.defaults)
+
+    def _layout_of(self, pipeline: Any) -> ConditioningLayout:
+        return ConditioningLayout.single(*self._condition_shape_of(pipeline))
 
     def _condition_shape_of(self, pipeline: Any) -> tuple[int, int]:
         shape = shape_from_text_encoder(
@@ -396,6 +403,11 @@ class DiffusersGenerator:
         with torch.no_grad():
             return self._encode(texts, self.device)
 
+    def encode_conditioning(self, texts: Sequence[str] | str) -> dict[str, torch.Tensor]:
+        """The generator's own encoding of ``texts`` as its named tensors (``{"prompt_embeds": ...}``, plus
+        ``pooled_prompt_embeds`` for SDXL...): what the output projector learns to produce in stage 2."""
+        return self.layout.unpack(self.encode_text(texts))
+
     def _encode(self, texts: list[str], device: torch.device) -> torch.Tensor:
         raise NotImplementedError
 
@@ -440,16 +452,17 @@ class DiffusersGenerator:
 
     def generate(
         self,
-        prompt_embeds: torch.Tensor,
+        prompt_embeds: torch.Tensor | Mapping[str, torch.Tensor],
         *,
-        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | Mapping[str, torch.Tensor] | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         callback: StepCallback | None = None,
         **options: Any,
     ) -> list:
-        """Media for each row of ``prompt_embeds`` ``[B, *condition_shape]``.
+        """Media for each row of ``prompt_embeds`` ``[B, *condition_shape]``, or of the named tensors of
+        :attr:`layout` (``{"prompt_embeds": ..., "pooled_prompt_embeds": ...}``).
 
         ``options`` are this kind's generation settings (see its defaults class: ``height``/``width`` for images,
         plus ``num_frames``/``fps`` for video, ``audio_length_in_s`` for audio); None or absent means the default.
@@ -466,6 +479,10 @@ class DiffusersGenerator:
         given = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, **options}
         opts = dataclasses.replace(self.defaults, **{k: v for k, v in given.items() if v is not None})
 
+        if isinstance(prompt_embeds, Mapping):
+            prompt_embeds = self.layout.pack(prompt_embeds, f"{self.modality} generator conditioning")
+        if isinstance(negative_prompt_embeds, Mapping):
+            negative_prompt_embeds = self.layout.pack(negative_prompt_embeds, "negative conditioning")
         embeds = self._check_embeds(prompt_embeds, "prompt_embeds")
         batch = embeds.shape[0]
         device, dtype = self.device, self.dtype

@@ -19,9 +19,23 @@ from typing import Any
 
 from anygen.errors import SpecError, WeightsError
 
+#: The newer families (anygen.generators.modern): type -> (modality, diffusers pipeline class name). Listed here so
+#: that reading shapes needs no torch.
+MODERN_FAMILIES = {
+    "stable-diffusion-xl": ("image", "StableDiffusionXLPipeline"),
+    "pixart-sigma": ("image", "PixArtSigmaPipeline"),
+    "cogvideox": ("video", "CogVideoXPipeline"),
+}
+MODERN_PIPELINES = {name: pipeline for name, (_, pipeline) in MODERN_FAMILIES.items()}
 #: Generator type -> modality it produces.
-GENERATOR_MODALITIES = {"stable-diffusion": "image", "zeroscope": "video", "audioldm": "audio"}
-_BY_MODALITY = {modality: type_name for type_name, modality in GENERATOR_MODALITIES.items()}
+GENERATOR_MODALITIES = {
+    "stable-diffusion": "image",
+    "zeroscope": "video",
+    "audioldm": "audio",
+    **{name: modality for name, (modality, _) in MODERN_FAMILIES.items()},
+}
+# A modality names the NExT-GPT generator of that kind.
+_BY_MODALITY = {"image": "stable-diffusion", "video": "zeroscope", "audio": "audioldm"}
 
 # transformers writes config.json without the values equal to the class defaults, so fall back to those.
 _CLIP_TEXT_DEFAULTS = {"hidden_size": 512, "max_position_embeddings": 77}
@@ -72,10 +86,38 @@ def condition_shape_from_config(kind: str, config: Mapping[str, Any] | None) -> 
     from anygen.generators.tiny import resolve_tiny_config
 
     type_name = generator_type(kind)
+    if type_name in MODERN_FAMILIES:
+        return layout_from_config(type_name, config).shape
     knobs = resolve_tiny_config(type_name, config)
     if type_name == "audioldm":
         return (1, int(knobs["projection_dim"]))
     return (int(knobs["max_length"]), int(knobs["text_width"]))
+
+
+def _modern(type_name: str):
+    from anygen.generators.modern import MODERN_TYPES
+
+    return MODERN_TYPES[type_name]
+
+
+def layout_from_config(kind: str, config: Mapping[str, Any] | None):
+    """The :class:`~anygen.generators.conditioning.ConditioningLayout` of a tiny generator from its config."""
+    from anygen.generators.conditioning import ConditioningLayout
+
+    type_name = generator_type(kind)
+    if type_name in MODERN_FAMILIES:
+        return _modern(type_name).layout_from_tiny(config)
+    return ConditioningLayout.single(*condition_shape_from_config(type_name, config))
+
+
+def layout_from_folder(kind: str, path: str | Path):
+    """The conditioning layout of a local diffusers folder, from its configs only."""
+    from anygen.generators.conditioning import ConditioningLayout
+
+    type_name = generator_type(kind)
+    if type_name in MODERN_FAMILIES:
+        return _modern(type_name).layout_from_folder(path)
+    return ConditioningLayout.single(*condition_shape_from_folder(type_name, path))
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -95,6 +137,8 @@ def condition_shape_from_folder(kind: str, path: str | Path) -> tuple[int, int]:
     ``tokenizer/tokenizer_config.json`` only (plus a consistency check against ``unet/config.json`` if present).
     """
     type_name = generator_type(kind)
+    if type_name in MODERN_FAMILIES:
+        return layout_from_folder(type_name, path).shape
     root = Path(path)
     if not root.is_dir():
         raise WeightsError(f"{type_name} weights folder {root} does not exist")
@@ -215,6 +259,8 @@ def geometry_from_config(kind: str, config: Mapping[str, Any] | None) -> Generat
     from anygen.generators.tiny import resolve_tiny_config, tiny_scheduler_config
 
     type_name = generator_type(kind)
+    if type_name in MODERN_FAMILIES:
+        return _modern_geometry(type_name, config)
     knobs = resolve_tiny_config(type_name, config)
     vocoder = None
     if type_name == "audioldm":
@@ -241,3 +287,10 @@ def geometry_from_folder(kind: str, path: str | Path) -> GeneratorGeometry:
     vocoder = config("vocoder") if type_name == "audioldm" else None
     scheduler = config("scheduler", "scheduler_config.json")
     return geometry_from_configs(type_name, config("vae"), config("unet"), vocoder, scheduler)
+
+
+def _modern_geometry(type_name: str, config: Mapping[str, Any] | None) -> GeneratorGeometry:
+    """The tiny newer families: sizes as their tiny defaults make them; steps bounded by 1000 train timesteps."""
+    defaults = _modern(type_name).family.resolve(config)["defaults"]
+    native = (defaults["height"], defaults["width"]) if "height" in defaults and "width" in defaults else None
+    return GeneratorGeometry(size_multiple=16, min_size=16, native_size=native, max_steps=1000)

@@ -78,6 +78,12 @@ TINY_GENERATION_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def resolve_tiny_config(type_name: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
     """``config`` merged over the tiny defaults of ``type_name``; unknown knobs raise :class:`SpecError`."""
+    from anygen.generators.shapes import MODERN_FAMILIES
+
+    if type_name in MODERN_FAMILIES:  # the newer families keep their knobs beside their classes
+        from anygen.generators.modern import MODERN_TYPES
+
+        return MODERN_TYPES[type_name].family.resolve(config)
     if type_name not in TINY_KNOBS:
         raise SpecError(
             f"no tiny config for generator type {type_name!r}; known: {', '.join(sorted(TINY_KNOBS))}"

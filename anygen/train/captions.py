@@ -29,9 +29,11 @@ def caption_key(caption: str) -> str:
 def text_encoder_fingerprint(generator) -> str:
     """A short hash of the generator's text encoder: type, conditioning shape and a digest of every weight."""
     h = hashlib.sha1(f"{generator.type_name}{tuple(generator.condition_shape)}".encode())
-    encoder = generator.pipeline.text_encoder
+    components = generator.pipeline.components
+    # Every text encoder (SDXL has two) and anything else that shapes the encoding (AudioLDM2's projection model).
+    encoders = [components[n] for n in sorted(components) if n.startswith(("text_encoder", "projection_model"))]
     with torch.no_grad():
-        for name, p in encoder.state_dict().items():
+        for name, p in ((n, p) for e in encoders if e is not None for n, p in e.state_dict().items()):
             flat = p.detach().flatten()
             h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
             if flat.numel():

@@ -4,7 +4,10 @@ Prompts are built by the pipeline's own :func:`anygen.prompt.conversation_segmen
 as :meth:`anygen.llm.LanguageModel.embed_segments` does (one BOS, each text segment on its own), so training sees
 exactly the prompts inference builds. Only assistant turns are labelled: their text, their signal tokens
 (each ``<image>``/``<audio>``/``<video>`` tag of an answer becomes that modality's signal span) and, after the
-last answer, the template's stop string (or EOS).
+last answer, the template's stop string (or EOS). With a tokenizer's chat template
+(:mod:`anygen.chat_template`) the template renders the answers too, and each answer is labelled with its
+end-of-turn token (``<|im_end|>``, ``<|eot_id|>``, ...; EOS after the last answer when the template has none),
+not the template's own text.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from typing import Any
 import torch
 
 from anygen import media as media_io
+from anygen.chat_template import ChatTemplate
 from anygen.errors import MediaError
-from anygen.prompt import MediaSlot, Turn, conversation_segments
+from anygen.prompt import MediaSlot, Turn, conversation_segments, resolve_template
 from anygen.train.data import DataError, Example, Target
 
 IGNORE = -100
@@ -85,7 +89,7 @@ class Batch:
 class SequenceBuilder:
     def __init__(self, pipe, max_length: int = 512) -> None:
         self.lm = pipe.llm
-        self.template = pipe.spec.llm.template
+        self.template = resolve_template(pipe.spec.llm.template)  # bound when the LLM was built
         self.max_length = max_length
         self.num_tokens = {}
         for m in pipe.input_modalities:
@@ -93,11 +97,13 @@ class SequenceBuilder:
             self.num_tokens[m] = pipe.spec.input_projectors[proj].num_tokens
         tok = self.lm.tokenizer
         self.pad_id = tok.pad_token_id
-        self.bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-        stop = self.template.stop[0] if self.template.stop else None
-        self.stop_ids = (
-            self.tokenize(stop) if stop else ([tok.eos_token_id] if tok.eos_token_id is not None else [])
-        )
+        self.bos = [tok.bos_token_id] if tok.bos_token_id is not None and self.lm.add_bos else []
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        if isinstance(self.template, ChatTemplate):  # each answer's end-of-turn token is a segment of its own
+            self.stop_ids = [] if self.template.end_of_turn else eos
+        else:
+            stop = self.template.stop[0] if self.template.stop else None
+            self.stop_ids = self.tokenize(stop) if stop else eos
 
     @lru_cache(maxsize=65536)  # noqa: B019 (one builder per run; templates repeat)
     def _tokenize(self, text: str) -> tuple[int, ...]:
@@ -108,10 +114,13 @@ class SequenceBuilder:
 
     def encode(self, turns: list[Turn]) -> Encoded:
         """``turns``: user/assistant turns ending with an assistant turn; user media already loaded."""
-        last = len(turns) - 1
-        segments = conversation_segments(turns[:last], self.template)
-        before, _, after = self.template.assistant.partition("{content}")
-        segments += [(s, last) for s in (before, turns[last].text, after) if s]
+        if isinstance(self.template, ChatTemplate):
+            segments = self.template.segments(turns, answer=True)
+        else:
+            last = len(turns) - 1
+            segments = conversation_segments(turns[:last], self.template)
+            before, _, after = self.template.assistant.partition("{content}")
+            segments += [(s, last) for s in (before, turns[last].text, after) if s]
         ids, labels = list(self.bos), [IGNORE] * len(self.bos)
         enc = Encoded(ids, labels)
         span_index = 0

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from anygen.train.config import STAGE_NAMES, TrainConfig
+from anygen.train.config import STAGE_NAMES, ConfigError, TrainConfig
 from anygen.train.data import MODALITIES
 from anygen.train.losses import alignment_loss, lm_loss_per_example
 from anygen.train.sequences import Batch, FeatureCache
@@ -32,7 +32,8 @@ class SignalTokenRows(nn.Module):
     """Trainable copies of the signal tokens' rows of the LLM's input embeddings and LM head.
 
     Forward hooks put them in place of the frozen rows, so the rest of the (possibly huge) matrices stays out of
-    the optimizer; :meth:`merge` writes them back into the weights when training ends.
+    the optimizer; :meth:`merge` writes them back into the weights when training ends. When the LM head is tied
+    to the input embeddings (Gemma, small Qwen2.5, ...) one set of rows serves both, and is merged once.
     """
 
     def __init__(self, lm) -> None:
@@ -49,7 +50,8 @@ class SignalTokenRows(nn.Module):
         self.input_rows = nn.Parameter(emb.weight.detach()[self.ids].float().clone())
         self.tied = head is None or head.weight is emb.weight
         self.output_rows = None if self.tied else nn.Parameter(head.weight.detach()[self.ids].float().clone())
-        self._emb, self._head = emb, head
+        # A tuple: the LLM's layers, not submodules of this one (their weights are not counted here).
+        self._layers = (emb, head)
         self._handles = [emb.register_forward_hook(self._embed_hook)]
         if head is not None:
             self._handles.append(head.register_forward_hook(self._head_hook))
@@ -57,6 +59,9 @@ class SignalTokenRows(nn.Module):
     def _embed_hook(self, module, args, output):
         idx = self.lookup[args[0]]
         rows = self.input_rows.to(output.dtype)[idx.clamp(min=0)]
+        scale = getattr(module, "embed_scale", None)  # Gemma's embeddings scale their rows by sqrt(hidden)
+        if isinstance(scale, torch.Tensor):
+            rows = rows * scale.to(output.dtype)
         return torch.where((idx >= 0)[..., None], rows, output)
 
     def _head_hook(self, module, args, output):
@@ -73,9 +78,10 @@ class SignalTokenRows(nn.Module):
         for h in self._handles:
             h.remove()
         self._handles = []
-        self._emb.weight[self.ids] = self.input_rows.to(self._emb.weight.dtype)
+        emb, head = self._layers
+        emb.weight[self.ids] = self.input_rows.to(emb.weight.dtype)  # the LM head too, when tied
         if self.output_rows is not None:
-            self._head.weight[self.ids] = self.output_rows.to(self._head.weight.dtype)
+            head.weight[self.ids] = self.output_rows.to(head.weight.dtype)
 
 
 @dataclass
@@ -131,6 +137,13 @@ class StageModel(nn.Module):
         if self.stage in (2, 3) and config.diffusion_weight > 0:
             from anygen.train.diffusion import DiffusionLoss
 
+            packed = [m for m in self.output_modalities if pipe.generator(m).layout.packed]
+            if packed:
+                raise ConfigError(
+                    f"diffusion_weight: the diffusion loss runs the UNet of a one-tensor generator; the {packed[0]} "
+                    f"generator ({pipe.spec.outputs[packed[0]].generator.type}) is conditioned on several tensors: "
+                    "train it with the alignment loss only (diffusion_weight: 0)"
+                )
             self.diffusion = {
                 m: DiffusionLoss(pipe.generator(m), config.snr_gamma, self.latent_cache)
                 for m in self.output_modalities
@@ -270,7 +283,7 @@ class StageModel(nn.Module):
                 dtype = next(projector.parameters()).dtype
                 cond = projector(hidden[rows[:, None], cols].to(dtype), embeds[rows[:, None], cols].to(dtype))
                 target = batch.targets[m].to(cond.device)
-                align.append(alignment_loss(cond, target, cfg.align_loss))
+                align.append(_alignment(projector, cond, target, cfg.align_loss))
                 if m in self.diffusion:
                     diff.append(self.diffusion[m](cond, batch.target_media[m], batch.seeds[m]))
             if align:
@@ -376,3 +389,16 @@ def _quiet_peft():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         yield
+
+
+def _alignment(projector: nn.Module, cond: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-example alignment loss; for a generator conditioned on several tensors, the sum of each tensor's (a pooled
+    vector counts as a sequence of one)."""
+    unpack = getattr(projector, "unpack", None)
+    if unpack is None:
+        return alignment_loss(cond, target, kind)
+    pred, want = unpack(cond), unpack(target)
+    return sum(
+        alignment_loss(p if p.dim() == 3 else p[:, None], want[n] if want[n].dim() == 3 else want[n][:, None], kind)
+        for n, p in pred.items()
+    )
