@@ -48,8 +48,8 @@ class Conversation:
         start = 1 if self.system is not None else 0
         self._answers = [dict(m) for m in messages[start:] if m.get("role") == "assistant"]
 
-    def send(self, message: Any, images=None, audios=None, videos=None, **options: Any) -> AnyToAnyOutput:
-        """Answer ``message`` after the history: a string (with ``images=`` etc.), a user message dict, or a list of
+    def send(self, text: Any, images=None, audios=None, videos=None, **options: Any) -> AnyToAnyOutput:
+        """Answer ``text`` after the history: a string (with ``images=`` etc.), a user message dict, or a list of
         content parts (:mod:`anygen.messages`). When the history, the message and ``max_new_tokens`` do not fit in
         the LLM's context, the oldest exchanges are dropped (counted in :attr:`dropped_turns`) until they do; a
         message that does not fit even alone raises :class:`~anygen.errors.ContextLengthError`."""
@@ -57,8 +57,8 @@ class Conversation:
 
         call = {**self.defaults, **options}
         limits = call.get("limits") or self.pipeline.limits
+        message = text
         if isinstance(message, str):
-            text = message
             # One path, str, PIL image, array or Audio/Video counts as one item, as in ``pipe(...)`` and diffusers.
             inputs = {"image": images, "audio": audios, "video": videos}
             loaded = {
@@ -76,7 +76,7 @@ class Conversation:
             msg = message if isinstance(message, Mapping) else {"role": "user", "content": message}
             if msg.get("role") != "user":
                 raise MessageError(
-                    f"message.role: Conversation.send takes the user's message, got {msg.get('role')!r}"
+                    f"text: Conversation.send takes the user's message (role 'user'), got role {msg.get('role')!r}"
                 )
             parsed = parse_messages([msg], limits=limits)
             text, loaded = parsed.prompt, parsed.media

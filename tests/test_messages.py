@@ -268,3 +268,11 @@ def test_mini_answers_an_image_sent_as_a_data_url():
         out.text
     )
     assert not out.images  # a question about an image makes no media
+
+
+def test_send_keeps_its_text_keyword(tiny_pipe):
+    """``send(text=...)`` (the demo's call) and ``send(message_dict)`` answer alike."""
+    kw = dict(seed=0, max_new_tokens=4)
+    by_keyword = tiny_pipe.chat(**kw).send(text="hi")
+    by_message = tiny_pipe.chat(**kw).send({"role": "user", "content": "hi"})
+    assert by_keyword.token_ids == by_message.token_ids
