@@ -311,9 +311,18 @@ class OutputProjectorSpec(_Provenance):
 
 
 class GeneratorSpec(WeightedNode):
-    type: Literal["stable-diffusion", "zeroscope", "audioldm", "stable-diffusion-xl", "pixart-sigma", "cogvideox"]
+    type: str = Field(description="a generator type (anygen.generators.GENERATOR_MODALITIES)")
     torch_dtype: str | None = None
     cpu_offload: bool = False
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from anygen.generators.shapes import GENERATOR_MODALITIES
+
+        if value not in GENERATOR_MODALITIES:
+            raise ValueError(f"unknown generator type {value!r}; known: {', '.join(sorted(GENERATOR_MODALITIES))}")
+        return value
+
     unload_after_use: bool = Field(
         False, description="free the generator after each call that used it (rebuilt on the next): one GPU, big models"
     )

@@ -78,10 +78,10 @@ def __getattr__(name: str) -> Any:
         return getattr(diffusion, name)
     if name == "GENERATOR_TYPES":
         from anygen.generators import diffusion
-        from anygen.generators.modern import MODERN_TYPES
+        from anygen.generators.modern import modern_types
 
         types = {type_name: getattr(diffusion, cls) for type_name, cls in _CLASS_NAMES.items()}
-        types.update(MODERN_TYPES)
+        types.update(modern_types())
         globals()["GENERATOR_TYPES"] = types
         return types
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

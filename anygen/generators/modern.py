@@ -5,12 +5,14 @@ Each family says, from its components' configs alone (no weights), which tensors
 stage-2 alignment targets, and the empty prompt for guidance), and how it is called with them. Masks are not
 conditioning: a projected sequence is dense, so its attention mask is all ones.
 
-A family is registered in :data:`FAMILIES` under its spec ``type``; tiny random-weight versions are built from the
+A family is registered in ``anygen.generators.shapes.MODERN_FAMILIES`` under its spec ``type`` (modality, diffusers
+pipeline class, module of its class); tiny random-weight versions are built from the
 same classes at small widths (:meth:`Family.tiny_components`), following diffusers' own test configs.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -588,10 +590,23 @@ class CogVideoXGenerator(_T5Generator):
         return [Video(frames=_to_uint8(video, opts.guidance_scale), fps=float(opts.fps)) for video in frames]
 
 
-#: Spec ``type`` -> generator class, for the families of this module.
-MODERN_TYPES: dict[str, type[_LayoutGenerator]] = {
-    cls.type_name: cls for cls in (StableDiffusionXLGenerator, PixArtSigmaGenerator, CogVideoXGenerator)
-}
-#: Their diffusers pipeline class names and modalities (read without importing torch by shapes.py).
-FAMILIES: dict[str, Family] = {name: cls.family for name, cls in MODERN_TYPES.items()}
 _ = GenerationDefaults  # re-exported for type hints of subclasses
+
+
+@functools.cache
+def modern_types() -> dict[str, type[_LayoutGenerator]]:
+    """Spec ``type`` -> generator class of every newer family (``shapes.MODERN_FAMILIES`` names each one's module:
+    the class there whose ``type_name`` it is)."""
+    import importlib
+
+    from anygen.generators.shapes import MODERN_FAMILIES
+
+    found: dict[str, type[_LayoutGenerator]] = {}
+    for name, (_, _, module) in MODERN_FAMILIES.items():
+        classes = vars(importlib.import_module(module)).values()
+        found[name] = next(
+            c
+            for c in classes
+            if isinstance(c, type) and issubclass(c, _LayoutGenerator) and c.__dict__.get("type_name") == name
+        )
+    return found

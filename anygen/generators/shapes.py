@@ -21,18 +21,19 @@ from anygen.errors import SpecError, WeightsError
 
 #: The newer families (anygen.generators.modern): type -> (modality, diffusers pipeline class name). Listed here so
 #: that reading shapes needs no torch.
+#: Each family's class lives in the module named last (one module per family or group of families).
 MODERN_FAMILIES = {
-    "stable-diffusion-xl": ("image", "StableDiffusionXLPipeline"),
-    "pixart-sigma": ("image", "PixArtSigmaPipeline"),
-    "cogvideox": ("video", "CogVideoXPipeline"),
+    "stable-diffusion-xl": ("image", "StableDiffusionXLPipeline", "anygen.generators.modern"),
+    "pixart-sigma": ("image", "PixArtSigmaPipeline", "anygen.generators.modern"),
+    "cogvideox": ("video", "CogVideoXPipeline", "anygen.generators.modern"),
 }
-MODERN_PIPELINES = {name: pipeline for name, (_, pipeline) in MODERN_FAMILIES.items()}
+MODERN_PIPELINES = {name: pipeline for name, (_, pipeline, _) in MODERN_FAMILIES.items()}
 #: Generator type -> modality it produces.
 GENERATOR_MODALITIES = {
     "stable-diffusion": "image",
     "zeroscope": "video",
     "audioldm": "audio",
-    **{name: modality for name, (modality, _) in MODERN_FAMILIES.items()},
+    **{name: modality for name, (modality, _, _) in MODERN_FAMILIES.items()},
 }
 # A modality names the NExT-GPT generator of that kind.
 _BY_MODALITY = {"image": "stable-diffusion", "video": "zeroscope", "audio": "audioldm"}
@@ -95,9 +96,9 @@ def condition_shape_from_config(kind: str, config: Mapping[str, Any] | None) -> 
 
 
 def _modern(type_name: str):
-    from anygen.generators.modern import MODERN_TYPES
+    from anygen.generators.modern import modern_types
 
-    return MODERN_TYPES[type_name]
+    return modern_types()[type_name]
 
 
 def layout_from_config(kind: str, config: Mapping[str, Any] | None):

@@ -81,9 +81,9 @@ def resolve_tiny_config(type_name: str, config: Mapping[str, Any] | None) -> dic
     from anygen.generators.shapes import MODERN_FAMILIES
 
     if type_name in MODERN_FAMILIES:  # the newer families keep their knobs beside their classes
-        from anygen.generators.modern import MODERN_TYPES
+        from anygen.generators.modern import modern_types
 
-        return MODERN_TYPES[type_name].family.resolve(config)
+        return modern_types()[type_name].family.resolve(config)
     if type_name not in TINY_KNOBS:
         raise SpecError(
             f"no tiny config for generator type {type_name!r}; known: {', '.join(sorted(TINY_KNOBS))}"
