@@ -140,9 +140,28 @@ def test_mini_speed_benchmark_and_figure_script_run(tmp_path):
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"pipeline": "x", "n": 2, "tasks": {}, "items": [1, 2], "world": {}}))
     bench = subprocess.run(
-        [sys.executable, "-m", "benchmarks.mini", "--pipeline", "tiny", "--baseline", "tiny", "--repeats", "1",
-         "--threads", "1", "--out", str(out), "--report", str(report)],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.mini",
+            "--pipeline",
+            "tiny",
+            "--baseline",
+            "tiny",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            "--report",
+            str(report),
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert bench.returncode == 0, bench.stderr
     results = json.loads(out.read_text())
@@ -154,9 +173,50 @@ def test_mini_speed_benchmark_and_figure_script_run(tmp_path):
     figure = tmp_path / "mini.png"
     drawn = subprocess.run(
         [sys.executable, "docs/make_mini_figure.py", "--pipeline", "tiny", "--out", str(figure)],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert drawn.returncode == 0, drawn.stderr
     from PIL import Image
 
     assert Image.open(figure).size == (8 * (32 * 4 + 4) + 8, 3 * (32 * 4 + 36))
+
+
+def test_presets_memory_benchmark_measures_what_is_here_and_lists_what_is_not(tmp_path):
+    out = tmp_path / "presets.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.presets",
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--only",
+            "tiny",
+            "nextgpt-7b-v1.5",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    presets = json.loads(out.read_text())["presets"]
+    tiny = presets["tiny"]
+    for modality in ("image", "video", "audio"):
+        assert tiny[modality]["made"] == 1
+        assert tiny[modality]["peak_rss_gb"] >= tiny["baseline"]["peak_rss_gb"] > 0
+    assert (
+        "generator:image" in tiny["audio"]["loaded_after"]
+    )  # tiny keeps its generators (no unload_after_use)
+    newer = presets["nextgpt-7b-v1.5"]
+    assert newer["skipped"] == "weights missing" and "${weights}/vicuna-7b-v1.5" in newer["missing"]
+    assert "tiny" in done.stdout and "skipped: weights missing" in done.stdout
