@@ -19,7 +19,7 @@ from anygen.spec import PipelineSpec, bundled_pipelines
 from anygen.train import train
 from anygen.train.losses import alignment_loss
 
-FAMILIES = [("stable-diffusion-xl", "image"), ("pixart-sigma", "image"), ("cogvideox", "video")]
+FAMILIES = [("stable-diffusion-xl", "image"), ("pixart-sigma", "image"), ("cogvideox", "video"), ("stable-audio", "audio"), ("ltx-video", "video"), ("stable-diffusion-3", "image"), ("audioldm2", "audio")]
 QUIET = dict(progress=False, verbose=False, tensorboard=False)
 
 
@@ -43,8 +43,7 @@ def _pipe(type_name: str, modality: str) -> AnyToAnyPipeline:
 
 
 def _media(out, modality):
-    item = getattr(out, modality + "s")[0]
-    return np.asarray(item) if modality == "image" else item.frames
+    return _as_array(getattr(out, modality + "s")[0])
 
 
 @pytest.mark.parametrize("type_name, modality", FAMILIES)
@@ -68,6 +67,8 @@ def test_conditioning_comes_from_the_configs_and_drives_the_pipeline(type_name, 
 
 
 def _as_array(item):
+    if hasattr(item, "waveform"):  # audio
+        return item.waveform
     return np.asarray(item) if not hasattr(item, "frames") else item.frames
 
 
@@ -98,7 +99,7 @@ def test_end_to_end_and_save_load_give_identical_media(type_name, modality, tmp_
 def test_a_stage2_step_trains_the_projector(type_name, modality, tmp_path, samples):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(_spec_data(type_name, modality)))
-    pair = {"image": "cc3m/cc3m.json", "video": "webvid/webvid.json"}[modality]
+    pair = {"image": "cc3m/cc3m.json", "video": "webvid/webvid.json", "audio": "audiocap/audiocap.json"}[modality]
     data = tmp_path / "DATA.yaml"
     data.write_text(f"sets:\n  s: {{path: {samples / 'T_X_pair_data' / pair}, limit: 4}}\n")
     before = AnyToAnyPipeline.from_pretrained(spec).output_projector(modality).state_dict()
@@ -233,3 +234,26 @@ def test_unload_after_use_frees_the_generator_and_changes_nothing_else():
     np.testing.assert_array_equal(_media(first, "image"), _media(again, "image"))
     np.testing.assert_array_equal(_media(first, "image"), _media(keep("hi", **kw), "image"))
     assert "generator:image" in keep.loaded_components
+
+
+def test_the_readme_swap_to_sdxl_and_qwen_validates_without_weights():
+    """README's worked example: nextgpt-7b-v1.5 with its LLM swapped to Qwen2.5 and its image generator to SDXL."""
+    from anygen import widths
+
+    data = yaml.safe_load(bundled_pipelines()["nextgpt-7b-v1.5"].read_text())
+    data["llm"] = {
+        "type": "causal-lm", "path": "${weights}/qwen2.5-7b-instruct", "torch_dtype": "bfloat16",
+        "config": {"model_type": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
+                   "num_key_value_heads": 4, "intermediate_size": 18944, "max_position_embeddings": 32768,
+                   "vocab_size": 152064},
+    }
+    data["outputs"]["image"]["generator"] = {
+        "type": "stable-diffusion-xl", "path": "${weights}/stable-diffusion-xl-base-1.0", "torch_dtype": "float16",
+        "config": {"conditioning": {"prompt_embeds": [77, 2048], "pooled_prompt_embeds": [1280]}},
+    }
+    spec = PipelineSpec.from_dict(data, root=bundled_pipelines()["nextgpt-7b-v1.5"].parent)
+    assert widths.llm_hidden_size(spec) == 3584
+    assert widths.generator_layout(spec, "image").names == ("prompt_embeds", "pooled_prompt_embeds")
+    data["outputs"]["image"]["projector"]["tensors"] = {"prompt_embeds": {"out_dim": 1024}}  # the SD-2 width left over
+    with pytest.raises(SpecError, match=r"tensors\.prompt_embeds gives 1024-wide vectors .* prompt_embeds 2048 wide"):
+        PipelineSpec.from_dict(data, root=bundled_pipelines()["nextgpt-7b-v1.5"].parent)

@@ -1,8 +1,9 @@
 """A generator's conditioning as named tensors, and their packing into one tensor.
 
 Stable Diffusion 1/2, Zeroscope and AudioLDM take one tensor (``prompt_embeds``). Newer pipelines take several:
-SDXL ``prompt_embeds`` ``(77, 2048)`` + ``pooled_prompt_embeds`` ``(1280,)``; SD3 and Flux the same pair; PixArt,
-Sana and LTX T5 ``prompt_embeds`` plus an attention mask. A generator declares its tensors as a
+SDXL ``prompt_embeds`` ``(77, 2048)`` + ``pooled_prompt_embeds`` ``(1280,)``; SD3 ``(333, 4096)`` + ``(2048,)``;
+AudioLDM2 ``prompt_embeds`` + ``generated_prompt_embeds``; PixArt and LTX one T5 ``prompt_embeds`` (their attention
+mask is not conditioning: a projected sequence is dense). A generator declares its tensors as a
 :class:`ConditioningLayout` read from its configs (never typed by hand).
 
 Between the output projector and the generator (through the pipeline, the server and training batches) a layout of

@@ -490,13 +490,23 @@ class PixArtSigmaGenerator(_T5Generator):
         return list(self.pipeline.image_processor.numpy_to_pil(images))
 
 
+@dataclass
+class CogVideoXDefaults(VideoDefaults):
+    """CogVideoX-5B's own call: 720x480, 49 frames (4k + 1) at 8 fps, 50 steps, guidance 6."""
+
+    height: int | None = 480
+    width: int | None = 720
+    num_frames: int = 49
+    guidance_scale: float = 6.0
+
+
 class CogVideoXGenerator(_T5Generator):
     """Videos from ``CogVideoXPipeline`` (T5 ``prompt_embeds`` ``(226, 4096)`` for the real model; 3-D VAE and DiT).
     ``num_frames`` must be 4k + 1 (the VAE compresses time four times)."""
 
     type_name = "cogvideox"
     modality = "video"
-    defaults_class = VideoDefaults
+    defaults_class = CogVideoXDefaults
     family = Family(
         type_name,
         "video",

@@ -26,6 +26,10 @@ MODERN_FAMILIES = {
     "stable-diffusion-xl": ("image", "StableDiffusionXLPipeline", "anygen.generators.modern"),
     "pixart-sigma": ("image", "PixArtSigmaPipeline", "anygen.generators.modern"),
     "cogvideox": ("video", "CogVideoXPipeline", "anygen.generators.modern"),
+    "audioldm2": ("audio", "AudioLDM2Pipeline", "anygen.generators.modern_audioldm2"),
+    "stable-audio": ("audio", "StableAudioPipeline", "anygen.generators.modern_audio_video"),
+    "ltx-video": ("video", "LTXPipeline", "anygen.generators.modern_audio_video"),
+    "stable-diffusion-3": ("image", "StableDiffusion3Pipeline", "anygen.generators.modern_sd3"),
 }
 MODERN_PIPELINES = {name: pipeline for name, (_, pipeline, _) in MODERN_FAMILIES.items()}
 #: Generator type -> modality it produces.
