@@ -223,6 +223,19 @@ class _LayoutGenerator(DiffusersGenerator):
     def _encode_all(self, texts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def _tensor_kwargs(self, embeds: torch.Tensor, negative: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The packed conditioning as the pipeline's keywords: ``prompt_embeds=``, ``pooled_prompt_embeds=``... and
+        each ``negative_<name>=`` (none without guidance)."""
+        kwargs = dict(self.layout.unpack(embeds))
+        if negative is not None:
+            kwargs.update({f"negative_{name}": value for name, value in self.layout.unpack(negative).items()})
+        return kwargs
+
+    def _images(self, out: Any, opts: Any) -> list:
+        """A diffusers image pipeline's ``output_type="np"`` result as PIL images (checked finite first)."""
+        images = _finite(np.asarray(out.images), "image", opts.guidance_scale)
+        return list(self.pipeline.image_processor.numpy_to_pil(images))
+
 
 # -- SDXL ---------------------------------------------------------------------------------------------------------
 class StableDiffusionXLGenerator(_LayoutGenerator):
@@ -342,13 +355,8 @@ class StableDiffusionXLGenerator(_LayoutGenerator):
         return self._empty_cache[key]
 
     def _run(self, embeds, negative, opts, generator) -> list:
-        cond = self.layout.unpack(embeds)
-        neg = self.layout.unpack(negative) if negative is not None else {}
         out = self.pipeline(
-            prompt_embeds=cond["prompt_embeds"],
-            pooled_prompt_embeds=cond["pooled_prompt_embeds"],
-            negative_prompt_embeds=neg.get("prompt_embeds"),
-            negative_pooled_prompt_embeds=neg.get("pooled_prompt_embeds"),
+            **self._tensor_kwargs(embeds, negative),
             num_inference_steps=opts.num_inference_steps,
             guidance_scale=opts.guidance_scale,
             height=opts.height,
@@ -356,8 +364,7 @@ class StableDiffusionXLGenerator(_LayoutGenerator):
             generator=generator,
             output_type="np",
         )
-        images = _finite(np.asarray(out.images), "image", opts.guidance_scale)
-        return list(self.pipeline.image_processor.numpy_to_pil(images))
+        return self._images(out, opts)
 
 
 # -- T5-conditioned families -----------------------------------------------------------------------------------------
@@ -399,6 +406,13 @@ class _T5Generator(_LayoutGenerator):
     @property
     def dtype(self) -> torch.dtype:
         return self.pipeline.text_encoder.dtype
+
+    def _encode_all(self, texts, device):
+        """The pipeline's own ``encode_prompt`` (its first output: the T5 states), without guidance."""
+        encoded = self.pipeline.encode_prompt(
+            texts, do_classifier_free_guidance=False, device=device, max_sequence_length=self.max_sequence_length
+        )
+        return {"prompt_embeds": encoded[0] if isinstance(encoded, tuple) else encoded}
 
     def _ones(self, embeds: torch.Tensor) -> torch.Tensor:
         return torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
@@ -460,15 +474,6 @@ class PixArtSigmaGenerator(_T5Generator):
             "transformer": transformer.eval(),
             "scheduler": DDIMScheduler(),
         }
-
-    def _encode_all(self, texts, device):
-        embeds, _, _, _ = self.pipeline.encode_prompt(
-            texts,
-            do_classifier_free_guidance=False,
-            device=device,
-            max_sequence_length=self.max_sequence_length,
-        )
-        return {"prompt_embeds": embeds}
 
     def _run(self, embeds, negative, opts, generator) -> list:
         out = self.pipeline(
@@ -573,15 +578,6 @@ class CogVideoXGenerator(_T5Generator):
             "transformer": transformer.eval(),
             "scheduler": CogVideoXDDIMScheduler(),
         }
-
-    def _encode_all(self, texts, device):
-        embeds, _ = self.pipeline.encode_prompt(
-            texts,
-            do_classifier_free_guidance=False,
-            device=device,
-            max_sequence_length=self.max_sequence_length,
-        )
-        return {"prompt_embeds": embeds}
 
     def _run(self, embeds, negative, opts, generator) -> list:
         out = self.pipeline(

@@ -367,15 +367,6 @@ class LTXVideoGenerator(_T5Generator):
             "scheduler": FlowMatchEulerDiscreteScheduler(),
         }
 
-    def _encode_all(self, texts, device):
-        embeds, _, _, _ = self.pipeline.encode_prompt(
-            texts,
-            do_classifier_free_guidance=False,
-            device=device,
-            max_sequence_length=self.max_sequence_length,
-        )
-        return {"prompt_embeds": embeds}
-
     def _empty_prompt_embeds(self, device, dtype):
         """The pipeline's own unconditional input: T5 of ``""`` (its mask kept for :meth:`_run`)."""
         key = (str(device), dtype)

@@ -25,12 +25,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from anygen.errors import SpecError, WeightsError
 from anygen.generators.conditioning import ConditioningLayout, ConditionTensor
-from anygen.generators.diffusion import ImageDefaults, _finite
+from anygen.generators.diffusion import ImageDefaults
 from anygen.generators.modern import (
     ConfigReader,
     Family,
@@ -338,13 +337,8 @@ class StableDiffusion3Generator(_LayoutGenerator):
         return self._empty_cache[key]
 
     def _run(self, embeds, negative, opts, generator) -> list:
-        cond = self.layout.unpack(embeds)
-        neg = self.layout.unpack(negative) if negative is not None else {}
         out = self.pipeline(
-            prompt_embeds=cond["prompt_embeds"],
-            pooled_prompt_embeds=cond["pooled_prompt_embeds"],
-            negative_prompt_embeds=neg.get("prompt_embeds"),
-            negative_pooled_prompt_embeds=neg.get("pooled_prompt_embeds"),
+            **self._tensor_kwargs(embeds, negative),
             num_inference_steps=opts.num_inference_steps,
             guidance_scale=opts.guidance_scale,
             height=opts.height,
@@ -353,5 +347,4 @@ class StableDiffusion3Generator(_LayoutGenerator):
             output_type="np",
             max_sequence_length=self.max_sequence_length,
         )
-        images = _finite(np.asarray(out.images), "image", opts.guidance_scale)
-        return list(self.pipeline.image_processor.numpy_to_pil(images))
+        return self._images(out, opts)
