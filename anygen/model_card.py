@@ -146,21 +146,22 @@ def _widths(spec: PipelineSpec) -> dict[str, str]:
         for name, proj in spec.input_projectors.items():
             enc = spec.encoders[proj.encoder]
             try:
-                dim = widths.encoder_output_dim(spec, proj.encoder)
+                dim = widths.encoder_output_text(spec, proj.encoder)  # "1024", or "729 x 1152 per image, ..."
             except AnyGenError:
                 dim = "?"
             out[f"encoders.{proj.encoder}"] = f"{', '.join(enc.modalities)} -> {dim}"
             out[f"input_projectors.{name}"] = f"{dim} -> {proj.num_tokens} x {hidden}"
         for modality, output in spec.outputs.items():
             try:
-                tokens, width = widths.generator_condition_shape(spec, modality)
+                layout = widths.generator_layout(spec, modality)
+                made = layout.describe() if layout.packed else " x ".join(map(str, layout.shape))
             except AnyGenError:
-                tokens, width = "?", "?"
+                made = "?"
             names = output.signal_tokens.names()
             out[f"outputs.{modality}.projector"] = (
-                f"{names[0]}..{names[-1]}: {output.signal_tokens.count} x {hidden} -> {tokens} x {width}"
+                f"{names[0]}..{names[-1]}: {output.signal_tokens.count} x {hidden} -> {made}"
             )
-            out[f"outputs.{modality}.generator"] = f"conditioned on {tokens} x {width}"
+            out[f"outputs.{modality}.generator"] = f"conditioned on {made}"
     return out
 
 

@@ -424,3 +424,14 @@ def test_card_of_a_pipeline_loaded_from_the_hub_names_the_repo(cache, tmp_path):
     text = (folder / "README.md").read_text()
     assert "Saved from the pipeline at `hf://org/tiny`." in text
     assert "initialised at random (seed 3)" in text  # the sources recorded in the repo's pipeline.yaml
+
+
+def test_card_of_the_modern_preset_shows_tokens_tensors_and_licences():
+    text = model_card.render(load_spec("qwen2.5-7b-sdxl-cogvideox"))
+    lines = text.splitlines()
+    assert "729 x 1152 per image" in next(line for line in lines if "`encoders.siglip`" in line)
+    image = next(line for line in lines if "`outputs.image.generator`" in line)
+    assert "prompt_embeds 77x2048, pooled_prompt_embeds 1280" in image and "Open RAIL++-M" in image
+    audio = next(line for line in lines if "`outputs.audio.generator`" in line)
+    assert "generated_prompt_embeds 8x768" in audio and "CC BY-NC-SA 4.0" in audio
+    assert "non-commercial" in _front_matter(text)["tags"]  # AudioLDM2 makes the whole graph non-commercial
