@@ -19,7 +19,7 @@ from anygen.spec import PipelineSpec, bundled_pipelines
 from anygen.train import train
 from anygen.train.losses import alignment_loss
 
-FAMILIES = [("stable-diffusion-xl", "image"), ("pixart-sigma", "image"), ("cogvideox", "video"), ("stable-audio", "audio"), ("ltx-video", "video"), ("stable-diffusion-3", "image"), ("audioldm2", "audio")]
+FAMILIES = [("stable-diffusion-xl", "image"), ("pixart-sigma", "image"), ("cogvideox", "video"), ("stable-audio", "audio"), ("ltx-video", "video"), ("stable-diffusion-3", "image"), ("audioldm2", "audio"), ("flux", "image"), ("wan", "video")]
 QUIET = dict(progress=False, verbose=False, tensorboard=False)
 
 

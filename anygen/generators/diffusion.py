@@ -490,7 +490,7 @@ class DiffusersGenerator:
         negative = None
         if negative_prompt_embeds is not None:
             negative = self._check_embeds(negative_prompt_embeds, "negative_prompt_embeds", batch=batch)
-        if opts.guidance_scale > 1:
+        if self._guided(opts):
             if negative is None:
                 negative = self._empty_prompt_embeds(
                     device, dtype
@@ -505,6 +505,11 @@ class DiffusersGenerator:
                 return self._run(embeds, negative, opts, generator)
         finally:
             self._callback = None
+
+    def _guided(self, opts: Any) -> bool:
+        """Whether the call has an unconditional branch (classifier-free guidance) and so takes a negative input:
+        ``guidance_scale > 1`` here (a family whose ``guidance_scale`` means something else says otherwise)."""
+        return opts.guidance_scale > 1
 
     def generate_from_text(self, prompts: Sequence[str] | str, **options: Any) -> list:
         """Plain text conditioning (the generator's own text encoder), for comparison; options as :meth:`generate`."""

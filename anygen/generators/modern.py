@@ -57,10 +57,12 @@ def tiny_t5_tokenizer(max_length: int):
     )
 
 
-def tiny_t5_encoder(width: int, vocab: int):
-    from transformers import T5Config, T5EncoderModel
+def tiny_t5_encoder(width: int, vocab: int, *, umt5: bool = False):
+    """A one-layer T5 encoder (``UMT5EncoderModel`` with ``umt5``: Wan's) at a small width."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
-    config = T5Config(
+    config_class, model_class = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
+    config = config_class(
         vocab_size=vocab,
         d_model=width,
         d_kv=8,
@@ -72,7 +74,7 @@ def tiny_t5_encoder(width: int, vocab: int):
         eos_token_id=1,
         decoder_start_token_id=0,
     )
-    return T5EncoderModel(config).eval()
+    return model_class(config).eval()
 
 
 def _tiny_clip_pair(width: int, max_length: int):

@@ -30,6 +30,8 @@ MODERN_FAMILIES = {
     "stable-audio": ("audio", "StableAudioPipeline", "anygen.generators.modern_audio_video"),
     "ltx-video": ("video", "LTXPipeline", "anygen.generators.modern_audio_video"),
     "stable-diffusion-3": ("image", "StableDiffusion3Pipeline", "anygen.generators.modern_sd3"),
+    "flux": ("image", "FluxPipeline", "anygen.generators.modern_flux_wan"),
+    "wan": ("video", "WanPipeline", "anygen.generators.modern_flux_wan"),
 }
 MODERN_PIPELINES = {name: pipeline for name, (_, pipeline, _) in MODERN_FAMILIES.items()}
 #: Generator type -> modality it produces.
