@@ -384,7 +384,34 @@ def write(
     eval_report: Mapping[str, Any] | str | Path | None = None,
     repo_id: str | None = None,
 ) -> Path:
-    """Write ``folder/README.md`` (see :func:`render`)."""
+    """Write ``folder/README.md`` (see :func:`render`). A README.md already there that anygen did not write (no
+    ``library_name: anygen`` in its front matter) is the user's: it is kept, and the card goes to
+    ``MODEL_CARD.md`` beside it (with a warning), so saving never destroys what the user wrote."""
     path = Path(folder) / CARD_FILENAME
+    if path.is_file() and not _written_by_anygen(path):
+        import warnings
+
+        kept = path
+        path = path.with_name("MODEL_CARD.md")
+        warnings.warn(
+            f"{kept} was not written by anygen: it is kept, and the model card is written to {path.name}",
+            stacklevel=3,
+        )
     path.write_text(render(spec, eval_report=eval_report, repo_id=repo_id), encoding="utf-8")
     return path
+
+
+def _written_by_anygen(path: Path) -> bool:
+    """True when ``path`` starts with a front matter naming ``library_name: anygen`` (a card this module wrote)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not text.startswith("---\n"):
+        return False
+    end = text.find("\n---", 4)
+    try:
+        meta = yaml.safe_load(text[4:end]) if end > 0 else None
+    except yaml.YAMLError:
+        return False
+    return isinstance(meta, dict) and meta.get("library_name") == "anygen"

@@ -435,3 +435,19 @@ def test_card_of_the_modern_preset_shows_tokens_tensors_and_licences():
     audio = next(line for line in lines if "`outputs.audio.generator`" in line)
     assert "generated_prompt_embeds 8x768" in audio and "CC BY-NC-SA 4.0" in audio
     assert "non-commercial" in _front_matter(text)["tags"]  # AudioLDM2 makes the whole graph non-commercial
+
+
+def test_saving_keeps_a_readme_the_user_wrote(tiny_pipe, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "README.md").write_text("# My notes\nDo not lose me.\n")
+    with pytest.warns(UserWarning, match="was not written by anygen: it is kept"):
+        tiny_pipe.save_pretrained(folder)
+    assert (folder / "README.md").read_text() == "# My notes\nDo not lose me.\n"
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "library_name: anygen" in card
+    tiny_pipe.save_pretrained(tmp_path / "fresh")  # anygen's own card is replaced on the next save, silently
+    first = (tmp_path / "fresh" / "README.md").read_text()
+    tiny_pipe.save_pretrained(tmp_path / "fresh")
+    assert (tmp_path / "fresh" / "README.md").read_text() == first
+    assert not (tmp_path / "fresh" / "MODEL_CARD.md").exists()
