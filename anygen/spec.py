@@ -344,6 +344,9 @@ class PipelineSpec(_Node):
     input_projectors: dict[str, InputProjectorSpec] = Field(default_factory=dict)
     llm: LLMSpec
     outputs: dict[Literal["image", "video", "audio"], OutputSpec] = Field(default_factory=dict)
+    examples: list[str] = Field(
+        default_factory=list, description="prompts this pipeline answers well (the demo offers them)"
+    )
     root: Path | None = Field(None, exclude=True, description="folder that relative paths are read from")
     #: The Hugging Face cache that Hub ids in node paths are read from (None: huggingface_hub's default).
     _cache_dir: Path | None = PrivateAttr(None)
@@ -351,6 +354,13 @@ class PipelineSpec(_Node):
     _hub_source: hub.HubRef | None = PrivateAttr(None)
     #: Hub node paths already fetched: path text -> local path (each is looked up on the Hub once).
     _hub_paths: dict[str, Path] = PrivateAttr(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not self.examples:
+            data.pop("examples", None)  # specs without examples dump as before
+        return data
 
     # -- loading -------------------------------------------------------------------------------------
     @classmethod

@@ -285,3 +285,23 @@ def test_demo_limits_default_to_the_service_limits_and_refuse_naming_the_field(t
     with pytest.raises(gr.Error, match="max_prompt_chars"):
         app.generate("x" * 100_000)
     assert app.pipe.loaded_components == []  # refused before any model was built
+
+
+def test_mini_offers_its_world_prompts_as_examples():
+    """The demo shows the spec's example prompts (mini's: its world, one held-out combination among them)."""
+    import gradio as gr
+
+    from anygen import AnyToAnyPipeline
+    from anygen.demo.app import build_demo
+    from anygen.world.language import EXAMPLE_PROMPTS
+
+    pipe = AnyToAnyPipeline.from_pretrained("mini")
+    assert tuple(pipe.spec.examples) == EXAMPLE_PROMPTS
+    demo = build_demo(pipe)
+    datasets = [c for c in demo.blocks.values() if isinstance(c, gr.Dataset)]
+    assert len(datasets) == 1
+    assert [row[0]["text"] for row in datasets[0].samples] == list(EXAMPLE_PROMPTS)
+    demo.close()
+    tiny = build_demo(AnyToAnyPipeline.from_pretrained("tiny"))  # no examples in its spec: none shown
+    assert not [c for c in tiny.blocks.values() if isinstance(c, gr.Dataset)]
+    tiny.close()

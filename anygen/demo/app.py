@@ -356,6 +356,13 @@ def build_demo(
                 with gr.Row():
                     regenerate = gr.Button("Regenerate", elem_id="regenerate", size="sm")
                     clear = gr.Button("Clear", elem_id="clear", size="sm")
+                if pipe.spec.examples:  # the spec's own example prompts (mini: its world's)
+                    gr.Examples(
+                        examples=[[{"text": text, "files": []}] for text in pipe.spec.examples],
+                        inputs=[chat_input],
+                        label="Try",
+                        elem_id="examples",
+                    )
             with gr.Column(scale=1, min_width=280):
                 want = gr.CheckboxGroup(
                     choices=app.outputs,

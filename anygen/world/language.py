@@ -163,3 +163,14 @@ def parse_attributes(text: str, config: WorldConfig = DEFAULT_WORLD) -> dict[str
     return {
         k: found[k][1] for k in ("colour", "shape", "position", "direction", "pitch", "pattern") if k in found
     }
+
+
+#: Prompts that show what a world-trained pipeline does (the demo offers them; `mini`'s spec lists them). The
+#: green triangle on the left is a held-out combination: no training image or caption holds it.
+EXAMPLE_PROMPTS = (
+    "draw a red circle on the left",
+    "show a video of a green triangle moving up",
+    "play a high beeping tone",
+    "draw a blue square and play a low steady tone",
+    "draw a green triangle on the left",
+)

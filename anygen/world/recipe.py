@@ -229,6 +229,7 @@ def _pack(trained: Path, folder: Path, dtype: str) -> None:
     import torch
 
     from anygen.pipeline import AnyToAnyPipeline
+    from anygen.world.language import EXAMPLE_PROMPTS
 
     pipe = AnyToAnyPipeline.from_pretrained(trained).load_all()
     pipe.to(dtype=getattr(torch, dtype))
@@ -236,6 +237,7 @@ def _pack(trained: Path, folder: Path, dtype: str) -> None:
     spec = folder / "pipeline.yaml"
     data = yaml.safe_load(spec.read_text())
     data["name"] = "mini"
+    data["examples"] = list(EXAMPLE_PROMPTS)
     data["description"] = (
         "mini: trained end to end by anygen on the shapes-and-tones world (anygen world train-mini); "
         "offline, seconds per call on a CPU"
