@@ -527,6 +527,11 @@ def check_call(
                 "num_train_timesteps, less its steps_offset); expected an integer in "
                 f"1..{most}",
             )
+    video = geometry.get("video") if "video" in outputs else None
+    frames = options.num_frames
+    step = getattr(video, "frame_step", None)
+    if frames is not None and step and (frames - 1) % step and "num_frames" not in {n for n, _ in problems.items}:
+        problems.add("num_frames", _frames_message(frames, step))
     audio = geometry.get("audio") if "audio" in outputs else None
     length = options.audio_length_in_s
     if (
@@ -645,6 +650,14 @@ def check_limits(
     problems.raise_if_any(LimitError)
 
 
+def _frames_message(frames: int, step: int) -> str:
+    near = max(1, (frames - 1) // step * step + 1)
+    return (
+        f"{frames} frames; the video generator makes {step}k + 1 (its VAE compresses time {step}x), e.g. {near} or "
+        f"{near + step}"
+    )
+
+
 # -- spec defaults ------------------------------------------------------------------------------------------
 def check_defaults(
     where: str,
@@ -684,6 +697,8 @@ def check_defaults(
                     name,
                     f"{value} is smaller than the {modality} generator's smallest size, {geometry.min_size}",
                 )
+            if key == "num_frames" and getattr(geometry, "frame_step", None) and (value - 1) % geometry.frame_step:
+                problems.add(name, _frames_message(value, geometry.frame_step))
             if (
                 key == "num_inference_steps"
                 and geometry is not None

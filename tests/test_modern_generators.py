@@ -257,3 +257,20 @@ def test_the_readme_swap_to_sdxl_and_qwen_validates_without_weights():
     data["outputs"]["image"]["projector"]["tensors"] = {"prompt_embeds": {"out_dim": 1024}}  # the SD-2 width left over
     with pytest.raises(SpecError, match=r"tensors\.prompt_embeds gives 1024-wide vectors .* prompt_embeds 2048 wide"):
         PipelineSpec.from_dict(data, root=bundled_pipelines()["nextgpt-7b-v1.5"].parent)
+
+
+@pytest.mark.parametrize("type_name, step, size", [("cogvideox", 4, 16), ("ltx-video", 8, 32), ("wan", 4, 16)])
+def test_video_frame_and_size_rules_are_checked_before_any_model_runs(type_name, step, size):
+    from anygen.errors import OptionError
+
+    data = _spec_data(type_name, "video")
+    pipe = AnyToAnyPipeline(PipelineSpec.from_dict(data))
+    with pytest.raises(OptionError, match=rf"num_frames: 24 frames; the video generator makes {step}k \+ 1"):
+        pipe.check_inputs("hi", output_modalities=("video",), num_frames=24)
+    pipe.check_inputs("hi", output_modalities=("video",), num_frames=2 * step + 1)
+    with pytest.raises(OptionError, match=rf"height: {size + 8} is not a multiple of {size}"):
+        pipe("hi", output_modalities=("video",), height=size + 8, width=size, max_new_tokens=2)
+    assert pipe.loaded_components == []  # refused before the LLM was even built
+    data["outputs"]["video"]["generator"]["defaults"] = {"num_frames": 24}
+    with pytest.raises(SpecError, match=r"outputs\.video\.generator\.defaults\.num_frames: 24 frames"):
+        PipelineSpec.from_dict(data)

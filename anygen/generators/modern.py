@@ -165,6 +165,10 @@ class _LayoutGenerator(DiffusersGenerator):
     """A diffusers generator whose conditioning layout comes from :meth:`layout_from_configs`."""
 
     family: Family
+    #: Height and width are multiples of this (VAE compression x patch size); checked before any model runs.
+    size_step: int = 16
+    #: Video: num_frames is frame_step * k + 1 (a VAE that compresses time); None: any count.
+    frame_step: int | None = None
     #: Sidecar knobs: settings of the call that are part of the model (e.g. T5's max_sequence_length).
     architecture_knobs: tuple[str, ...] = ()
 
@@ -247,6 +251,7 @@ class StableDiffusionXLGenerator(_LayoutGenerator):
     type_name = "stable-diffusion-xl"
     modality = "image"
     defaults_class = ImageDefaults
+    size_step = 8  # the VAE (diffusers checks height % 8)
     components = {
         **DiffusersGenerator.components,
         "text_encoder_2": "transformers",
@@ -514,6 +519,7 @@ class CogVideoXGenerator(_T5Generator):
     type_name = "cogvideox"
     modality = "video"
     defaults_class = CogVideoXDefaults
+    frame_step = 4
     family = Family(
         type_name,
         "video",

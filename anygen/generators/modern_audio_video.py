@@ -288,6 +288,8 @@ class LTXVideoGenerator(_T5Generator):
     type_name = "ltx-video"
     modality = "video"
     defaults_class = LTXVideoDefaults
+    size_step = 32  # LTXPipeline.check_inputs
+    frame_step = 8
     family = Family(
         type_name,
         "video",

@@ -311,6 +311,7 @@ class WanGenerator(_T5Generator):
     type_name = "wan"
     modality = "video"
     defaults_class = WanDefaults
+    frame_step = 4
     family = Family(
         type_name,
         "video",

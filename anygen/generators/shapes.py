@@ -186,7 +186,8 @@ class GeneratorGeometry:
     ``audio_frame_s`` is one vocoder frame (hop length / sampling rate), ``min_audio_s`` the shortest
     ``audio_length_in_s`` the pipeline accepts (one latent row: a frame times the VAE scale factor) and
     ``native_audio_s`` the length made when the call gives none. ``max_steps``: the most denoising steps its
-    scheduler takes (:func:`max_steps_of`). None where the configs do not say.
+    scheduler takes (:func:`max_steps_of`). ``frame_step``: a video's ``num_frames`` is ``frame_step * k + 1``
+    (CogVideoX, Wan: 4; LTX-Video: 8). None where the configs do not say.
     """
 
     size_multiple: int | None = None
@@ -196,6 +197,7 @@ class GeneratorGeometry:
     min_audio_s: float | None = None
     native_audio_s: float | None = None
     max_steps: int | None = None
+    frame_step: int | None = None  # video: num_frames must be frame_step * k + 1 (a VAE that compresses time)
 
 
 # Schedulers whose timestep_spacing defaults to something else than "leading" (when a config does not say).
@@ -291,6 +293,9 @@ def geometry_from_folder(kind: str, path: str | Path) -> GeneratorGeometry:
         file = root / name / file_name
         return _read_json(file, f"{type_name} weights") if file.is_file() else None
 
+    if type_name in MODERN_FAMILIES:
+        steps = max_steps_of(config("scheduler", "scheduler_config.json"))
+        return _family_geometry(type_name, native=None, max_steps=steps)
     vocoder = config("vocoder") if type_name == "audioldm" else None
     scheduler = config("scheduler", "scheduler_config.json")
     return geometry_from_configs(type_name, config("vae"), config("unet"), vocoder, scheduler)
@@ -300,4 +305,13 @@ def _modern_geometry(type_name: str, config: Mapping[str, Any] | None) -> Genera
     """The tiny newer families: sizes as their tiny defaults make them; steps bounded by 1000 train timesteps."""
     defaults = _modern(type_name).family.resolve(config)["defaults"]
     native = (defaults["height"], defaults["width"]) if "height" in defaults and "width" in defaults else None
-    return GeneratorGeometry(size_multiple=16, min_size=16, native_size=native, max_steps=1000)
+    return _family_geometry(type_name, native=native, max_steps=1000)
+
+
+def _family_geometry(type_name: str, *, native: tuple[int, int] | None, max_steps: int | None) -> GeneratorGeometry:
+    """A newer family's rules (its class's ``size_step`` and ``frame_step``), checked before any model runs."""
+    cls = _modern(type_name)
+    step = cls.size_step if cls.modality != "audio" else None
+    return GeneratorGeometry(
+        size_multiple=step, min_size=step, native_size=native, max_steps=max_steps, frame_step=cls.frame_step
+    )
