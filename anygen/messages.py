@@ -96,13 +96,15 @@ def parse_messages(
     allow_remote: bool | None = None,
     allow_files: bool = True,
     max_fetch_bytes: int = MAX_FETCH_BYTES,
+    keep_sources: bool = False,
 ) -> ParsedMessages:
     """Read ``messages`` (the last one the user's) into a prompt, its media and the history before it.
 
     Every media part is loaded (decoded, checked against ``limits``). ``allow_remote``: fetch ``http(s)://`` media
     (default: unless offline, see :func:`offline`). ``allow_files``: accept local paths and ``file://`` URLs (a
     server turns it off: a caller must not read the server's files). ``max_fetch_bytes``: the most one fetched
-    file may hold.
+    file may hold. ``keep_sources``: every input is still decoded and checked, but the turns hold its file's bytes
+    (a server sends those on to the model's process, not the decoded pixels and samples).
     """
     turns = read_turns(
         messages,
@@ -110,6 +112,7 @@ def parse_messages(
         allow_remote=allow_remote,
         allow_files=allow_files,
         max_fetch_bytes=max_fetch_bytes,
+        keep_sources=keep_sources,
     )
     if turns[-1].role != "user":
         raise MessageError(
@@ -127,6 +130,7 @@ def read_turns(
     allow_remote: bool | None = None,
     allow_files: bool = True,
     max_fetch_bytes: int = MAX_FETCH_BYTES,
+    keep_sources: bool = False,
 ) -> list[Turn]:
     """Every message as a :class:`~anygen.prompt.Turn` (options as :func:`parse_messages`)."""
     if isinstance(messages, Mapping):
@@ -153,7 +157,9 @@ def read_turns(
             )
         if "content" not in message:
             raise MessageError(f"{where}: no 'content'")
-        text, loaded = _read_content(message["content"], where, role, limits, fetch, allow_files)
+        text, loaded = _read_content(
+            message["content"], where, role, limits, fetch, allow_files, keep_sources
+        )
         turns.append(Turn(role, text, loaded if role == "user" else {}))
     return turns
 
@@ -178,7 +184,13 @@ def turn_message(turn: Turn) -> dict[str, Any]:
 
 
 def _read_content(
-    content: Any, where: str, role: str, limits: Limits, fetch: int | None, allow_files: bool
+    content: Any,
+    where: str,
+    role: str,
+    limits: Limits,
+    fetch: int | None,
+    allow_files: bool,
+    keep_sources: bool,
 ) -> tuple[str, dict[str, list]]:
     """The message's text (media parts as ``<image>``-style tags where they stand) and its loaded media."""
     if isinstance(content, str):
@@ -222,7 +234,7 @@ def _read_content(
             )
         except MediaError as err:
             raise MessageError(str(err)) from None
-        loaded.setdefault(modality, []).append(item)
+        loaded.setdefault(modality, []).append(value if keep_sources and isinstance(value, bytes) else item)
         pieces.append(f"<{modality}>")
     return " ".join(p.strip() for p in pieces if p.strip()), loaded
 
@@ -280,7 +292,11 @@ def _resolve(value: Any, modality: str, at: str, fetch: int | None, allow_files:
             raise MessageError(
                 f"{at}: {_short(value)} is a {scheme} URL, but anygen is offline (HF_HUB_OFFLINE/ANYGEN_OFFLINE set, "
                 "or the caller allows no fetching); "
-                + ("pass the file's path, its bytes or a data: URL" if allow_files else "send it as a data: URL")
+                + (
+                    "pass the file's path, its bytes or a data: URL"
+                    if allow_files
+                    else "send it as a data: URL"
+                )
             )
         return _fetch(value, at, fetch)
     if scheme and scheme != "file":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL.Image import Image as PILImage
 from tqdm.auto import tqdm
 
 from anygen import builders, hub, media, widths
@@ -29,6 +30,7 @@ from anygen.prompt import MediaSlot, Turn, conversation_segments
 from anygen.spec import MODALITIES, SPEC_FILENAME, PipelineSpec, default_pipeline, load_spec
 
 _MEDIA_ARGS = {"image": "images", "audio": "audios", "video": "videos"}
+_DECODED = (media.Audio, media.Video, PILImage)  # inputs already loaded
 
 FeatureCache = dict[tuple[str, str], torch.Tensor]
 
@@ -676,6 +678,7 @@ class AnyToAnyPipeline:
             prompt, images, audios, videos, history, limits
         )
         prompts, batched, inputs = self._check(prompt, images, audios, videos, opts, limits)
+        history = _loaded_history(history, limits)
         stop = stop or _Stopper(None, limits.max_seconds)
         wanted = list(opts.output_modalities)
         sampling = self._sampling_options(opts)
@@ -816,6 +819,19 @@ def _load(modality: str, source: Any, index: int, limits: Limits | None = None):
         max_pixels=limits.max_input_pixels,
         max_video_pixels=limits.max_input_video_pixels,
     )
+
+
+def _loaded_history(history: Sequence[Turn] | None, limits: Limits) -> list[Turn] | None:
+    """``history`` with every input decoded (a caller, or a server, may hold them as paths or bytes)."""
+    if not history:
+        return None
+    loaded = []
+    for turn in history:
+        if turn.media and any(not isinstance(x, _DECODED) for items in turn.media.values() for x in items):
+            media = {m: [_load(m, x, j, limits) for j, x in enumerate(items)] for m, items in turn.media.items()}
+            turn = Turn(turn.role, turn.text, media)
+        loaded.append(turn)
+    return loaded
 
 
 def _content_key(item: Any) -> str:

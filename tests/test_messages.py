@@ -276,3 +276,27 @@ def test_send_keeps_its_text_keyword(tiny_pipe):
     by_keyword = tiny_pipe.chat(**kw).send(text="hi")
     by_message = tiny_pipe.chat(**kw).send({"role": "user", "content": "hi"})
     assert by_keyword.token_ids == by_message.token_ids
+
+
+def test_keep_sources_checks_every_input_but_keeps_its_bytes(tiny_pipe, picture):
+    png = _png(picture)
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    messages = [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, _text("what?")]},
+        {"role": "assistant", "content": "A shape."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, _text("and now?")]},
+    ]
+    kept = parse_messages(messages, keep_sources=True, allow_files=False)
+    assert kept.images == [png] and kept.history[0].media["image"] == [png]  # the file's bytes, not pixels
+    broken = "data:image/png;base64," + base64.b64encode(b"not a png").decode()
+    with pytest.raises(MessageError, match=r"messages\[0\]\.content\[0\]"):
+        parse_messages(
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": broken}}]}],
+            keep_sources=True,
+        )
+    # A history holding bytes (or paths) answers as one holding the decoded image.
+    decoded = parse_messages(messages)
+    kw = dict(seed=0, max_new_tokens=6)
+    from_bytes = tiny_pipe(kept.prompt, images=kept.images, history=kept.history, **kw)
+    from_pixels = tiny_pipe(decoded.prompt, images=decoded.images, history=decoded.history, **kw)
+    assert from_bytes.token_ids == from_pixels.token_ids

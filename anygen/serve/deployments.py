@@ -573,9 +573,10 @@ class Ingress:
         messages = chat.check_messages(call.messages, self.limits, self.info["inputs"])
         call.renames["prompt"] = f"messages[{len(messages) - 1}]"
         limits = self.limits.work_limits()
-        try:  # decodes every input (in a thread: the event loop keeps serving); never a file or a URL
+        try:  # decodes every input to check it (in a thread: the event loop keeps serving); never a file or a URL.
+            # The LLM replica gets the files' bytes, as /v1/generate sends them, not the decoded pixels and samples.
             parsed = await asyncio.to_thread(
-                parse_messages, messages, limits=limits, allow_remote=False, allow_files=False
+                parse_messages, messages, limits=limits, allow_remote=False, allow_files=False, keep_sources=True
             )
         except MessageError as err:
             raise chat.message_error(err) from None
