@@ -412,12 +412,57 @@ class DiffusersGenerator:
         raise NotImplementedError
 
     def _empty_prompt_embeds(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """``encode_text([""])``, computed once per device/dtype (the unconditional input of NExT-GPT)."""
+        """The unconditional input (:meth:`_encode_empty`), computed once per device/dtype and packed."""
         key = (str(device), dtype)
         if key not in self._empty_cache:
             with torch.no_grad():
-                self._empty_cache[key] = self._encode([""], device)
+                empty = self._encode_empty(device, dtype)
+            self._empty_cache[key] = self.layout.pack(empty) if isinstance(empty, Mapping) else empty
         return self._empty_cache[key]
+
+    def _encode_empty(
+        self, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor | Mapping[str, torch.Tensor]:
+        """The unconditional input as this pipeline makes it: here ``encode_text([""])`` (NExT-GPT's); a family
+        whose pipeline does otherwise (SDXL's zeros...) says so. A packed tensor or the named tensors."""
+        return self._encode([""], device)
+
+    # ---- the pipeline call -----------------------------------------------------------------------------------
+
+    def _tensor_kwargs(self, embeds: torch.Tensor, negative: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The (packed) conditioning as the pipeline's keywords: ``prompt_embeds=``, ``pooled_prompt_embeds=``...
+        and each ``negative_<name>=`` (none without guidance)."""
+        kwargs = dict(self.layout.unpack(embeds))
+        if negative is not None:
+            kwargs.update({f"negative_{name}": value for name, value in self.layout.unpack(negative).items()})
+        return kwargs
+
+    def _pipeline_call(
+        self, embeds: torch.Tensor, negative: torch.Tensor | None, opts: Any, generator: Any, **extra
+    ):
+        """The diffusers pipeline on the conditioning, with the call's steps, guidance and sizes (``height``,
+        ``width``, and ``num_frames`` for video), as ``output_type="np"`` (floats in [0, 1], checked before they
+        become pixels); ``extra``: the family's own keywords."""
+        sizes = {k: getattr(opts, k) for k in ("height", "width", "num_frames") if hasattr(opts, k)}
+        return self.pipeline(
+            **self._tensor_kwargs(embeds, negative),
+            num_inference_steps=opts.num_inference_steps,
+            guidance_scale=opts.guidance_scale,
+            generator=generator,
+            output_type="np",
+            **sizes,
+            **extra,
+        )
+
+    def _images(self, out: Any, opts: Any) -> list:
+        """An image pipeline's ``output_type="np"`` result as PIL images (checked finite first)."""
+        images = _finite(np.asarray(out.images), "image", opts.guidance_scale)
+        return list(self.pipeline.image_processor.numpy_to_pil(images))
+
+    def _videos(self, out: Any, opts: Any) -> list:
+        """A video pipeline's ``output_type="np"`` frames ``[B, T, H, W, 3]`` as :class:`Video` s at ``opts.fps``."""
+        frames = np.asarray(out.frames)
+        return [Video(frames=_to_uint8(video, opts.guidance_scale), fps=float(opts.fps)) for video in frames]
 
     # ---- generation ------------------------------------------------------------------------------------------
 
@@ -548,18 +593,7 @@ class StableDiffusionGenerator(_ClipConditionedGenerator):
         return cls._pipeline_load_kwargs()
 
     def _run(self, embeds, negative, opts, generator) -> list:
-        out = self.pipeline(
-            prompt_embeds=embeds,
-            negative_prompt_embeds=negative,
-            num_inference_steps=opts.num_inference_steps,
-            guidance_scale=opts.guidance_scale,
-            height=opts.height,
-            width=opts.width,
-            generator=generator,
-            output_type="np",  # floats in [0, 1], checked before they become pixels (diffusers' "pil" path)
-        )
-        images = _finite(np.asarray(out.images), "image", opts.guidance_scale)
-        return list(self.pipeline.image_processor.numpy_to_pil(images))
+        return self._images(self._pipeline_call(embeds, negative, opts, generator), opts)
 
 
 def _finite(values: np.ndarray, kind: str, guidance_scale: float) -> np.ndarray:
@@ -611,19 +645,7 @@ class ZeroscopeGenerator(_ClipConditionedGenerator):
         return {"frame_positions": True} if has_frame_positions(self.pipeline.unet) else {}
 
     def _run(self, embeds, negative, opts, generator) -> list:
-        out = self.pipeline(
-            prompt_embeds=embeds,
-            negative_prompt_embeds=negative,
-            num_inference_steps=opts.num_inference_steps,
-            guidance_scale=opts.guidance_scale,
-            height=opts.height,
-            width=opts.width,
-            num_frames=opts.num_frames,
-            generator=generator,
-            output_type="np",
-        )
-        frames = np.asarray(out.frames)  # [B, T, H, W, 3] floats in [0, 1]
-        return [Video(frames=_to_uint8(video, opts.guidance_scale), fps=float(opts.fps)) for video in frames]
+        return self._videos(self._pipeline_call(embeds, negative, opts, generator), opts)
 
 
 class AudioLDMGenerator(DiffusersGenerator):

@@ -19,20 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from anygen.errors import SpecError, WeightsError
+from anygen.errors import OptionError, SpecError, WeightsError
 from anygen.generators.conditioning import ConditioningLayout, ConditionTensor
 from anygen.generators.diffusion import (
     DiffusersGenerator,
     GenerationDefaults,
     ImageDefaults,
     VideoDefaults,
-    _finite,
-    _to_uint8,
 )
-from anygen.media import Video
 
 ConfigReader = Callable[[str, str], "dict[str, Any] | None"]  # (component, file name) -> its JSON, or None
 
@@ -161,6 +157,34 @@ def _need(configs: ConfigReader, component: str, key: str, where: str, file_name
     return value
 
 
+def _positive_int(value: Any, where: str, file: str, key: str) -> int:
+    """``value`` read from ``file``'s ``key``, or :class:`WeightsError` when it is not a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise WeightsError(f"{where}: {file} says {key} {value!r}; expected a positive integer")
+    return value
+
+
+def _check_video_sizes(type_name: str, opts: Any, sizes: Mapping[str, int], why: str, temporal: int) -> None:
+    """:class:`OptionError` naming each of ``height``/``width`` that is not a positive multiple of ``sizes[name]``
+    (``why``: what sets it) and a ``num_frames`` that is not ``temporal`` k + 1 (a VAE that compresses time)."""
+    problems = [
+        (name, f"{value} is not a positive multiple of {multiple} ({why})")
+        for name, multiple in sizes.items()
+        if not isinstance(value := getattr(opts, name), int) or value < multiple or value % multiple
+    ]
+    frames = opts.num_frames
+    if not isinstance(frames, int) or frames < 1 or (frames - 1) % temporal:
+        problems.append(
+            (
+                "num_frames",
+                f"{frames} frames; the {type_name} generator makes {temporal}k + 1 (its VAE compresses time "
+                f"{temporal}x), e.g. {max(1, (int(frames or 1) - 1) // temporal * temporal + 1)}",
+            )
+        )
+    if problems:
+        raise OptionError(problems)
+
+
 class _LayoutGenerator(DiffusersGenerator):
     """A diffusers generator whose conditioning layout comes from :meth:`layout_from_configs`."""
 
@@ -228,19 +252,6 @@ class _LayoutGenerator(DiffusersGenerator):
 
     def _encode_all(self, texts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         raise NotImplementedError
-
-    def _tensor_kwargs(self, embeds: torch.Tensor, negative: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """The packed conditioning as the pipeline's keywords: ``prompt_embeds=``, ``pooled_prompt_embeds=``... and
-        each ``negative_<name>=`` (none without guidance)."""
-        kwargs = dict(self.layout.unpack(embeds))
-        if negative is not None:
-            kwargs.update({f"negative_{name}": value for name, value in self.layout.unpack(negative).items()})
-        return kwargs
-
-    def _images(self, out: Any, opts: Any) -> list:
-        """A diffusers image pipeline's ``output_type="np"`` result as PIL images (checked finite first)."""
-        images = _finite(np.asarray(out.images), "image", opts.guidance_scale)
-        return list(self.pipeline.image_processor.numpy_to_pil(images))
 
 
 # -- SDXL ---------------------------------------------------------------------------------------------------------
@@ -347,31 +358,16 @@ class StableDiffusionXLGenerator(_LayoutGenerator):
         )
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def _empty_prompt_embeds(self, device, dtype):
+    def _encode_empty(self, device, dtype):
         """The pipeline's own unconditional input: zeros when its config says ``force_zeros_for_empty_prompt``
         (SDXL base does), else the encoding of ``""``."""
-        key = (str(device), dtype)
-        if key not in self._empty_cache:
-            with torch.no_grad():
-                _, negative, _, negative_pooled = self.pipeline.encode_prompt(
-                    [""], device=device, do_classifier_free_guidance=True
-                )
-            self._empty_cache[key] = self.layout.pack(
-                {"prompt_embeds": negative, "pooled_prompt_embeds": negative_pooled}
-            )
-        return self._empty_cache[key]
+        _, negative, _, negative_pooled = self.pipeline.encode_prompt(
+            [""], device=device, do_classifier_free_guidance=True
+        )
+        return {"prompt_embeds": negative, "pooled_prompt_embeds": negative_pooled}
 
     def _run(self, embeds, negative, opts, generator) -> list:
-        out = self.pipeline(
-            **self._tensor_kwargs(embeds, negative),
-            num_inference_steps=opts.num_inference_steps,
-            guidance_scale=opts.guidance_scale,
-            height=opts.height,
-            width=opts.width,
-            generator=generator,
-            output_type="np",
-        )
-        return self._images(out, opts)
+        return self._images(self._pipeline_call(embeds, negative, opts, generator), opts)
 
 
 # -- T5-conditioned families -----------------------------------------------------------------------------------------
@@ -417,7 +413,10 @@ class _T5Generator(_LayoutGenerator):
     def _encode_all(self, texts, device):
         """The pipeline's own ``encode_prompt`` (its first output: the T5 states), without guidance."""
         encoded = self.pipeline.encode_prompt(
-            texts, do_classifier_free_guidance=False, device=device, max_sequence_length=self.max_sequence_length
+            texts,
+            do_classifier_free_guidance=False,
+            device=device,
+            max_sequence_length=self.max_sequence_length,
         )
         return {"prompt_embeds": encoded[0] if isinstance(encoded, tuple) else encoded}
 
@@ -483,23 +482,18 @@ class PixArtSigmaGenerator(_T5Generator):
         }
 
     def _run(self, embeds, negative, opts, generator) -> list:
-        out = self.pipeline(
-            prompt_embeds=embeds,
+        out = self._pipeline_call(
+            embeds,
+            negative,
+            opts,
+            generator,
             prompt_attention_mask=self._ones(embeds),
             negative_prompt=None,
-            negative_prompt_embeds=negative,
             negative_prompt_attention_mask=None if negative is None else self._ones(negative),
-            num_inference_steps=opts.num_inference_steps,
-            guidance_scale=opts.guidance_scale,
-            height=opts.height,
-            width=opts.width,
-            generator=generator,
-            output_type="np",
             use_resolution_binning=False,
             max_sequence_length=self.max_sequence_length,
         )
-        images = _finite(np.asarray(out.images), "image", opts.guidance_scale)
-        return list(self.pipeline.image_processor.numpy_to_pil(images))
+        return self._images(out, opts)
 
 
 @dataclass
@@ -588,20 +582,10 @@ class CogVideoXGenerator(_T5Generator):
         }
 
     def _run(self, embeds, negative, opts, generator) -> list:
-        out = self.pipeline(
-            prompt_embeds=embeds,
-            negative_prompt_embeds=negative,
-            num_inference_steps=opts.num_inference_steps,
-            guidance_scale=opts.guidance_scale,
-            height=opts.height,
-            width=opts.width,
-            num_frames=opts.num_frames,
-            generator=generator,
-            output_type="np",
-            max_sequence_length=self.max_sequence_length,
+        out = self._pipeline_call(
+            embeds, negative, opts, generator, max_sequence_length=self.max_sequence_length
         )
-        frames = np.asarray(out.frames)
-        return [Video(frames=_to_uint8(video, opts.guidance_scale), fps=float(opts.fps)) for video in frames]
+        return self._videos(out, opts)
 
 
 _ = GenerationDefaults  # re-exported for type hints of subclasses

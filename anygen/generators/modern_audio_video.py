@@ -20,26 +20,22 @@ import torch
 
 from anygen.errors import OptionError, WeightsError
 from anygen.generators.conditioning import ConditioningLayout
-from anygen.generators.diffusion import AudioDefaults, VideoDefaults, _finite, _to_uint8
+from anygen.generators.diffusion import AudioDefaults, VideoDefaults, _finite
 from anygen.generators.modern import (
     ConfigReader,
     Family,
+    _check_video_sizes,
     _LayoutGenerator,
     _need,
+    _positive_int,
     _T5Generator,
     tiny_t5_encoder,
     tiny_t5_tokenizer,
 )
-from anygen.media import Audio, Video
+from anygen.media import Audio
 
 # A tokenizer without a real length limit reports a huge sentinel (transformers' int(1e30)).
 _NO_LIMIT = 1_000_000
-
-
-def _int(value: Any, where: str, file: str, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise WeightsError(f"{where}: {file} says {key} {value!r}; expected a positive integer")
-    return value
 
 
 # -- Stable Audio -----------------------------------------------------------------------------------------------
@@ -104,7 +100,7 @@ class StableAudioGenerator(_LayoutGenerator):
 
     @classmethod
     def layout_from_configs(cls, configs: ConfigReader, where: str, **_: Any) -> ConditioningLayout:
-        tokens = _int(
+        tokens = _positive_int(
             _need(configs, "tokenizer", "model_max_length", where, "tokenizer_config.json"),
             where,
             "tokenizer/tokenizer_config.json",
@@ -116,7 +112,7 @@ class StableAudioGenerator(_LayoutGenerator):
                 "StableAudioPipeline pads every prompt to it: set the T5 length (128 for stable-audio-open-1.0)"
             )
         file = "projection_model/config.json"
-        width = _int(
+        width = _positive_int(
             _need(configs, "projection_model", "conditioning_dim", where), where, file, "conditioning_dim"
         )
         text_dim = _need(configs, "projection_model", "text_encoder_dim", where)
@@ -213,12 +209,9 @@ class StableAudioGenerator(_LayoutGenerator):
         embeds = self.pipeline.encode_prompt(texts, device, do_classifier_free_guidance=False)
         return {"prompt_embeds": embeds}
 
-    def _empty_prompt_embeds(self, device, dtype):
+    def _encode_empty(self, device, dtype):
         """The pipeline's own unconditional input (no negative prompt): zeros."""
-        key = (str(device), dtype)
-        if key not in self._empty_cache:
-            self._empty_cache[key] = torch.zeros((1, *self.condition_shape), device=device, dtype=dtype)
-        return self._empty_cache[key]
+        return torch.zeros((1, *self.condition_shape), device=device, dtype=dtype)
 
     def _length(self, opts) -> float:
         longest = self.max_audio_length_in_s
@@ -369,20 +362,16 @@ class LTXVideoGenerator(_T5Generator):
             "scheduler": FlowMatchEulerDiscreteScheduler(),
         }
 
-    def _empty_prompt_embeds(self, device, dtype):
+    def _encode_empty(self, device, dtype):
         """The pipeline's own unconditional input: T5 of ``""`` (its mask kept for :meth:`_run`)."""
-        key = (str(device), dtype)
-        if key not in self._empty_cache:
-            with torch.no_grad():
-                _, _, negative, mask = self.pipeline.encode_prompt(
-                    [""],
-                    do_classifier_free_guidance=True,
-                    device=device,
-                    max_sequence_length=self.max_sequence_length,
-                )
-            self._empty_cache[key] = negative.to(dtype)
-            self._empty_masks[key] = mask
-        return self._empty_cache[key]
+        _, _, negative, mask = self.pipeline.encode_prompt(
+            [""],
+            do_classifier_free_guidance=True,
+            device=device,
+            max_sequence_length=self.max_sequence_length,
+        )
+        self._empty_masks[(str(device), dtype)] = mask
+        return negative.to(dtype)
 
     def to(self, device=None, dtype=None):
         self._empty_masks.clear()
@@ -405,43 +394,20 @@ class LTXVideoGenerator(_T5Generator):
     def _check_sizes(self, opts) -> None:
         pipe = self.pipeline
         spatial = math.lcm(32, int(pipe.vae_spatial_compression_ratio))  # 32: LTXPipeline.check_inputs
-        temporal = int(pipe.vae_temporal_compression_ratio)
-        problems = [
-            (
-                name,
-                f"{value} is not a positive multiple of {spatial} (the ltx-video generator's VAE and pipeline)",
-            )
-            for name in ("height", "width")
-            if not isinstance(value := getattr(opts, name), int) or value < spatial or value % spatial
-        ]
-        frames = opts.num_frames
-        if not isinstance(frames, int) or frames < 1 or (frames - 1) % temporal:
-            problems.append(
-                (
-                    "num_frames",
-                    f"{frames} frames; the ltx-video generator makes {temporal}k + 1 (its VAE compresses time "
-                    f"{temporal}x), e.g. {max(1, (int(frames or 1) - 1) // temporal * temporal + 1)}",
-                )
-            )
-        if problems:
-            raise OptionError(problems)
+        sizes = {"height": spatial, "width": spatial}
+        why = "the ltx-video generator's VAE and pipeline"
+        _check_video_sizes(self.type_name, opts, sizes, why, int(pipe.vae_temporal_compression_ratio))
 
     def _run(self, embeds, negative, opts, generator) -> list:
         self._check_sizes(opts)
-        out = self.pipeline(
-            prompt_embeds=embeds,
+        out = self._pipeline_call(
+            embeds,
+            negative,
+            opts,
+            generator,
             prompt_attention_mask=self._ones(embeds),
-            negative_prompt_embeds=negative,
             negative_prompt_attention_mask=None if negative is None else self._negative_mask(negative),
-            num_inference_steps=opts.num_inference_steps,
-            guidance_scale=opts.guidance_scale,
-            height=opts.height,
-            width=opts.width,
-            num_frames=opts.num_frames,
             frame_rate=float(opts.fps),
-            generator=generator,
-            output_type="np",
             max_sequence_length=self.max_sequence_length,
         )
-        frames = np.asarray(out.frames)
-        return [Video(frames=_to_uint8(video, opts.guidance_scale), fps=float(opts.fps)) for video in frames]
+        return self._videos(out, opts)

@@ -437,14 +437,10 @@ class AudioLDM2Generator(_LayoutGenerator):
     def _encode_all(self, texts, device):
         return self._encode_padded(list(texts), len(texts), device)
 
-    def _empty_prompt_embeds(self, device, dtype):
+    def _encode_empty(self, device, dtype):
         """The pipeline's own unconditional input: ``""`` (its ``uncond_tokens`` with no negative prompt), T5 padded
         to the conditional input's length, the GPT-2 run over it."""
-        key = (str(device), dtype)
-        if key not in self._empty_cache:
-            with torch.no_grad():
-                self._empty_cache[key] = self.layout.pack(self._encode_padded(None, 1, device))
-        return self._empty_cache[key]
+        return self._encode_padded(None, 1, device)
 
     # ---- generation ----------------------------------------------------------------------------------------------
     def _run(self, embeds, negative, opts, generator) -> list:

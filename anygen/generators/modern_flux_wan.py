@@ -21,31 +21,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
-
-from anygen.errors import OptionError, SpecError, WeightsError
+from anygen.errors import SpecError, WeightsError
 from anygen.generators.conditioning import ConditioningLayout, ConditionTensor
-from anygen.generators.diffusion import ImageDefaults, VideoDefaults, _to_uint8
+from anygen.generators.diffusion import ImageDefaults, VideoDefaults
 from anygen.generators.modern import (
     ConfigReader,
     Family,
+    _check_video_sizes,
     _LayoutGenerator,
     _need,
+    _positive_int,
     _T5Generator,
     tiny_t5_encoder,
     tiny_t5_tokenizer,
 )
-from anygen.media import Video
 
 #: ``FluxPipeline.check_inputs``: "`max_sequence_length` cannot be greater than 512".
 _FLUX_MAX_T5_TOKENS = 512
-
-
-def _positive(value: Any, where: str, file: str, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise WeightsError(f"{where}: {file} says {key} {value!r}; expected a positive integer")
-    return value
 
 
 def _sequence_length(value: Any, where: str, limit: int | None, error: type[Exception]) -> int:
@@ -129,9 +121,11 @@ class FluxGenerator(_LayoutGenerator):
             WeightsError,
         )
         t5 = "text_encoder_2/config.json"
-        width = _positive(_need(configs, "text_encoder_2", "d_model", where), where, t5, "d_model")
+        width = _positive_int(_need(configs, "text_encoder_2", "d_model", where), where, t5, "d_model")
         clip = "text_encoder/config.json"
-        pooled = _positive(_need(configs, "text_encoder", "hidden_size", where), where, clip, "hidden_size")
+        pooled = _positive_int(
+            _need(configs, "text_encoder", "hidden_size", where), where, clip, "hidden_size"
+        )
         transformer = configs("transformer") or {}
         joint = transformer.get("joint_attention_dim")
         if joint not in (None, width):
@@ -250,20 +244,14 @@ class FluxGenerator(_LayoutGenerator):
         )
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def _empty_prompt_embeds(self, device, dtype):
+    def _encode_empty(self, device, dtype):
         """The unconditional input of true CFG: what the pipeline makes of ``negative_prompt=""`` (its
         ``encode_prompt`` of ``""``: CLIP and T5 of the empty prompt, no zeros rule). Used only when
         ``true_cfg_scale > 1`` and the call gives no negative."""
-        key = (str(device), dtype)
-        if key not in self._empty_cache:
-            with torch.no_grad():
-                negative, negative_pooled, _ = self.pipeline.encode_prompt(
-                    [""], None, device=device, max_sequence_length=self.max_sequence_length
-                )
-            self._empty_cache[key] = self.layout.pack(
-                {"prompt_embeds": negative, "pooled_prompt_embeds": negative_pooled}
-            ).to(dtype)
-        return self._empty_cache[key]
+        negative, negative_pooled, _ = self.pipeline.encode_prompt(
+            [""], None, device=device, max_sequence_length=self.max_sequence_length
+        )
+        return {"prompt_embeds": negative.to(dtype), "pooled_prompt_embeds": negative_pooled.to(dtype)}
 
     def _guided(self, opts) -> bool:
         """Only true CFG has an unconditional branch; the distilled ``guidance_scale`` never does."""
@@ -275,15 +263,12 @@ class FluxGenerator(_LayoutGenerator):
         return bool(self.pipeline.transformer.config.get("guidance_embeds", False))
 
     def _run(self, embeds, negative, opts, generator) -> list:
-        out = self.pipeline(
-            **self._tensor_kwargs(embeds, negative),
+        out = self._pipeline_call(
+            embeds,
+            negative,
+            opts,
+            generator,
             true_cfg_scale=opts.true_cfg_scale,
-            num_inference_steps=opts.num_inference_steps,
-            guidance_scale=opts.guidance_scale,
-            height=opts.height,
-            width=opts.width,
-            generator=generator,
-            output_type="np",
             max_sequence_length=self.max_sequence_length,
         )
         return self._images(out, opts)
@@ -338,7 +323,7 @@ class WanGenerator(_T5Generator):
             max_sequence_length, f"{where}: anygen_generator.json architecture", None, WeightsError
         )
         file = "text_encoder/config.json"
-        width = _positive(_need(configs, "text_encoder", "d_model", where), where, file, "d_model")
+        width = _positive_int(_need(configs, "text_encoder", "d_model", where), where, file, "d_model")
         for part in (
             "transformer",
             "transformer_2",
@@ -398,21 +383,17 @@ class WanGenerator(_T5Generator):
             "scheduler": scheduler,
         }
 
-    def _empty_prompt_embeds(self, device, dtype):
+    def _encode_empty(self, device, dtype):
         """The pipeline's own unconditional input: its ``encode_prompt`` negative for ``negative_prompt=None``,
         i.e. UMT5 of ``""`` with the padding rows zeroed."""
-        key = (str(device), dtype)
-        if key not in self._empty_cache:
-            with torch.no_grad():
-                _, negative = self.pipeline.encode_prompt(
-                    [""],
-                    negative_prompt=None,
-                    do_classifier_free_guidance=True,
-                    device=device,
-                    max_sequence_length=self.max_sequence_length,
-                )
-            self._empty_cache[key] = negative.to(dtype)
-        return self._empty_cache[key]
+        _, negative = self.pipeline.encode_prompt(
+            [""],
+            negative_prompt=None,
+            do_classifier_free_guidance=True,
+            device=device,
+            max_sequence_length=self.max_sequence_length,
+        )
+        return negative.to(dtype)
 
     def _check_sizes(self, opts) -> None:
         pipe = self.pipeline
@@ -420,40 +401,12 @@ class WanGenerator(_T5Generator):
         patch = tuple(transformer.config.patch_size)
         spatial = int(pipe.vae_scale_factor_spatial)
         sizes = {"height": math.lcm(16, spatial * patch[1]), "width": math.lcm(16, spatial * patch[2])}
-        problems = [
-            (
-                name,
-                f"{value} is not a positive multiple of {multiple} (the wan generator's VAE, patches and pipeline)",
-            )
-            for name, multiple in sizes.items()
-            if not isinstance(value := getattr(opts, name), int) or value < multiple or value % multiple
-        ]
-        temporal = int(pipe.vae_scale_factor_temporal)
-        frames = opts.num_frames
-        if not isinstance(frames, int) or frames < 1 or (frames - 1) % temporal:
-            problems.append(
-                (
-                    "num_frames",
-                    f"{frames} frames; the wan generator makes {temporal}k + 1 (its VAE compresses time "
-                    f"{temporal}x), e.g. {max(1, (int(frames or 1) - 1) // temporal * temporal + 1)}",
-                )
-            )
-        if problems:
-            raise OptionError(problems)
+        why = "the wan generator's VAE, patches and pipeline"
+        _check_video_sizes(self.type_name, opts, sizes, why, int(pipe.vae_scale_factor_temporal))
 
     def _run(self, embeds, negative, opts, generator) -> list:
         self._check_sizes(opts)
-        out = self.pipeline(
-            prompt_embeds=embeds,
-            negative_prompt_embeds=negative,
-            num_inference_steps=opts.num_inference_steps,
-            guidance_scale=opts.guidance_scale,
-            height=opts.height,
-            width=opts.width,
-            num_frames=opts.num_frames,
-            generator=generator,
-            output_type="np",
-            max_sequence_length=self.max_sequence_length,
+        out = self._pipeline_call(
+            embeds, negative, opts, generator, max_sequence_length=self.max_sequence_length
         )
-        frames = np.asarray(out.frames)  # [B, T, H, W, 3] floats in [0, 1]
-        return [Video(frames=_to_uint8(video, opts.guidance_scale), fps=float(opts.fps)) for video in frames]
+        return self._videos(out, opts)

@@ -25,8 +25,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from anygen.errors import SpecError, WeightsError
 from anygen.generators.conditioning import ConditioningLayout, ConditionTensor
 from anygen.generators.diffusion import ImageDefaults
@@ -317,34 +315,21 @@ class StableDiffusion3Generator(_LayoutGenerator):
         )
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def _empty_prompt_embeds(self, device, dtype):
+    def _encode_empty(self, device, dtype):
         """The pipeline's own unconditional input: ``""`` through all three encoders (SD3 has no
         ``force_zeros_for_empty_prompt``; only T5's part is zeros when T5 is left out)."""
-        key = (str(device), dtype)
-        if key not in self._empty_cache:
-            with torch.no_grad():
-                _, negative, _, negative_pooled = self.pipeline.encode_prompt(
-                    [""],
-                    None,
-                    None,
-                    device=device,
-                    do_classifier_free_guidance=True,
-                    max_sequence_length=self.max_sequence_length,
-                )
-            self._empty_cache[key] = self.layout.pack(
-                {"prompt_embeds": negative, "pooled_prompt_embeds": negative_pooled}
-            )
-        return self._empty_cache[key]
+        _, negative, _, negative_pooled = self.pipeline.encode_prompt(
+            [""],
+            None,
+            None,
+            device=device,
+            do_classifier_free_guidance=True,
+            max_sequence_length=self.max_sequence_length,
+        )
+        return {"prompt_embeds": negative, "pooled_prompt_embeds": negative_pooled}
 
     def _run(self, embeds, negative, opts, generator) -> list:
-        out = self.pipeline(
-            **self._tensor_kwargs(embeds, negative),
-            num_inference_steps=opts.num_inference_steps,
-            guidance_scale=opts.guidance_scale,
-            height=opts.height,
-            width=opts.width,
-            generator=generator,
-            output_type="np",
-            max_sequence_length=self.max_sequence_length,
+        out = self._pipeline_call(
+            embeds, negative, opts, generator, max_sequence_length=self.max_sequence_length
         )
         return self._images(out, opts)
