@@ -34,12 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anygen.errors import AnyGenError
 from anygen.messages import MessageError
+from anygen.options import ALL_GENERATOR_OPTIONS
 from anygen.serve.codec import to_base64
 from anygen.serve.schema import (
     MEDIA_MIME,
     FieldError,
     GenerateRequest,
     RequestError,
+    media_too_large,
     option_error,
     validation_error,
 )
@@ -61,15 +63,6 @@ ANSWER_PARTS = {"image": "image_url", "video": "video_url", "audio": "audio_url"
 #: Keys of an assistant message as OpenAI returns it that carry nothing when null or empty: dropped, so that a
 #: client may send the message back as it came.
 _EMPTY_ASSISTANT_KEYS = ("refusal", "annotations", "audio", "tool_calls", "function_call")
-#: anygen's own options, as in POST /v1/generate.
-GENERATOR_OPTIONS = (
-    "num_inference_steps",
-    "guidance_scale",
-    "height",
-    "width",
-    "num_frames",
-    "audio_length_in_s",
-)
 _REMOTE = re.compile(r"(?i)^[a-z][a-z0-9+.-]*://")
 
 Option = Any
@@ -249,7 +242,7 @@ def parse_chat_request(body: bytes) -> ChatCall:
             renames["output_modalities"] = f"modalities[{wanted[0][0]}]" if len(wanted) == 1 else "modalities"
             for k, (i, _) in enumerate(wanted):
                 renames[f"output_modalities[{k}]"] = f"modalities[{i}]"
-    for name in ("temperature", "top_p", "seed", "only_requested", *GENERATOR_OPTIONS):
+    for name in ("temperature", "top_p", "seed", "only_requested", *ALL_GENERATOR_OPTIONS):  # as /v1/generate
         if getattr(chat, name) is not None:
             options[name] = getattr(chat, name)
     if problems:
@@ -401,12 +394,7 @@ def _check_media_value(part: dict[str, Any], kind: str, at: str, max_bytes: int)
     text = "".join(value.split())
     size = len(text) * 3 // 4 if encoded else len(text)
     if size > max_bytes:
-        raise RequestError(
-            413,
-            "media_too_large",
-            f"{at}: {size} bytes, more than limits.max_media_bytes={max_bytes}",
-            [FieldError(field=at, message=f"{size} bytes, more than {max_bytes}")],
-        )
+        raise media_too_large(at, size, max_bytes)
 
 
 _DATA_ONLY = "send the file itself as a data: URL (data:image/png;base64,...)"

@@ -258,6 +258,16 @@ _B64_URLSAFE = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 _DATA_URL = re.compile(r"data:[\w.+/-]*(;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
 
 
+def media_too_large(field: str, size: int, max_bytes: int) -> RequestError:
+    """413 for a media file of ``size`` bytes (from its encoded length) past ``limits.max_media_bytes``."""
+    return RequestError(
+        413,
+        "media_too_large",
+        f"{field}: {size} bytes, more than limits.max_media_bytes={max_bytes}",
+        [FieldError(field=field, message=f"{size} bytes, more than {max_bytes}")],
+    )
+
+
 def decode_media(value: str, field: str, max_bytes: int) -> bytes:
     """The file in a base64 string (standard or URL-safe alphabet, optional ``data:...;base64,`` prefix).
 
@@ -274,12 +284,7 @@ def decode_media(value: str, field: str, max_bytes: int) -> bytes:
         )
     size = len(text) * 3 // 4 - (len(text) - len(text.rstrip("=")))
     if size > max_bytes:
-        raise RequestError(
-            413,
-            "media_too_large",
-            f"{field}: {size} bytes, more than limits.max_media_bytes={max_bytes}",
-            [FieldError(field=field, message=f"{size} bytes, more than {max_bytes}")],
-        )
+        raise media_too_large(field, size, max_bytes)
     padded = text + "=" * (-len(text) % 4)
     try:
         if _B64.fullmatch(padded):
