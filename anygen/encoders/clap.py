@@ -49,10 +49,10 @@ from anygen.encoders.clip import (
     _load_hf_model,
     _positive_int,
     _quiet_transformers,
-    _read_json,
     _read_settings,
     _write_settings,
 )
+from anygen.encoders.token_configs import read_json
 from anygen.errors import AnyGenError, MediaError, WeightsError
 from anygen.media import Audio
 
@@ -312,7 +312,7 @@ class ClapEncoder(nn.Module):
             raise WeightsError(
                 f"CLAP weights folder {str(root)!r} has vocab.json but no merges.txt; expected {_EXPECTED}"
             )
-        model_type = _read_json(root / CONFIG_NAME, "CLAP config").get("model_type")
+        model_type = read_json(root / CONFIG_NAME, "CLAP config").get("model_type")
         if model_type != "clap":
             hint = (
                 " (a text-only tower such as AudioLDM's text_encoder cannot encode audio)"

@@ -30,6 +30,7 @@ from torch import nn
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from anygen.checkpoints import load_error_reason
+from anygen.encoders.token_configs import read_json
 from anygen.errors import AnyGenError, MediaError, WeightsError
 from anygen.media import Video, load_image
 
@@ -157,7 +158,7 @@ class ClipImageEncoder(nn.Module):
             "a local Hugging Face CLIP folder (e.g. a download of openai/clip-vit-large-patch14)",
             [(CONFIG_NAME,), WEIGHT_NAMES, (PREPROCESSOR_NAME,)],
         )
-        data = _read_json(root / CONFIG_NAME, "CLIP config")
+        data = read_json(root / CONFIG_NAME, "CLIP config")
         model_type = data.get("model_type")
         if model_type not in ("clip", "clip_vision_model"):
             raise WeightsError(
@@ -286,16 +287,6 @@ def _check_folder(
     return root
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{path} could not be read as a {what} (JSON): {exc}") from exc
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path} is not a {what}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _write_settings(root: Path, settings: dict[str, Any]) -> None:
     (root / SETTINGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
 
@@ -303,7 +294,7 @@ def _write_settings(root: Path, settings: dict[str, Any]) -> None:
 def _read_settings(root: Path) -> dict[str, Any]:
     """The optional ``anygen_encoder.json`` (absent in folders downloaded from the hub)."""
     path = root / SETTINGS_NAME
-    return _read_json(path, "anygen encoder settings file") if path.is_file() else {}
+    return read_json(path, "anygen encoder settings file") if path.is_file() else {}
 
 
 # Buffers that are constants or counters; a checkpoint without them loses nothing.

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from anygen.errors import AnyGenError
+from anygen.errors import AnyGenError, WeightsError
 
 SETTINGS_NAME = "anygen_encoder.json"
 VIDEO_TOKENS = ("mean", "concat")
@@ -255,13 +255,15 @@ def from_config(kind: str, config: dict[str, Any] | None) -> TokenConfig:
     return cls(**_known(cls, config))
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, what: str = "config") -> dict[str, Any]:
+    """The JSON object in ``path`` (an encoder folder's config or settings file); :class:`WeightsError` naming the
+    file and ``what`` it was for otherwise. Light (no torch): the spec reads sizes with it too."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AnyGenError(f"{path} could not be read as JSON: {exc}") from exc
+        raise WeightsError(f"{path} could not be read as a {what} (JSON): {exc}") from exc
     if not isinstance(data, dict):
-        raise AnyGenError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise WeightsError(f"{path} is not a {what}: expected a JSON object, got {type(data).__name__}")
     return data
 
 

@@ -123,11 +123,11 @@ class ClipScorer:
             _check_folder,
             _load_hf_component,
             _load_hf_model,
-            _read_json,
         )
+        from anygen.encoders.token_configs import read_json
 
         root = _check_folder(directory, "CLIP", _CLIP_EXPECTED, [(CONFIG_NAME,)])
-        model_type = _read_json(root / CONFIG_NAME, "CLIP config").get("model_type")
+        model_type = read_json(root / CONFIG_NAME, "CLIP config").get("model_type")
         if model_type != "clip":
             raise WeightsError(
                 f"{root / CONFIG_NAME} has model_type {model_type!r}; the CLIP score needs 'clip' "
