@@ -218,6 +218,8 @@ class _LayoutGenerator(DiffusersGenerator):
         components = {name: c for name, c in pipeline.components.items() if c is not None}
 
         def read(component: str, file_name: str = "config.json") -> dict[str, Any] | None:
+            if component == "." and file_name == "model_index.json":  # the pipeline's own (what a folder holds)
+                return dict(pipeline.config)
             part = components.get(component)
             if part is None:
                 return None

@@ -210,23 +210,6 @@ class StableDiffusion3Generator(_LayoutGenerator):
             )
         return k
 
-    def _layout_of(self, pipeline: Any) -> ConditioningLayout:
-        """As the base class, plus the pipeline's own model_index (which says whether T5 was left out)."""
-        parts = {name: c for name, c in pipeline.components.items() if c is not None}
-
-        def read(component: str, file_name: str = "config.json") -> dict[str, Any] | None:
-            if component == "." and file_name == "model_index.json":
-                return dict(pipeline.config)
-            part = parts.get(component)
-            if part is None:
-                return None
-            if file_name == "tokenizer_config.json":
-                return {"model_max_length": part.model_max_length}
-            config = part.config
-            return dict(config.to_dict() if hasattr(config, "to_dict") else config)
-
-        return self.layout_from_configs(read, self.type_name, **self.architecture())
-
     @classmethod
     def _check_folder(cls, root: Path, pipeline_name: str) -> None:
         """The base check; a folder saved without T5 (model_index.json: ``text_encoder_3: [null, null]``) is not
