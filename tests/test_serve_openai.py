@@ -10,7 +10,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,45 +24,20 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 pytest.importorskip("ray.serve")
 
+from serve_helpers import local_service  # noqa: E402
+
 from anygen.media import Audio, Video  # noqa: E402
 from anygen.messages import parse_messages  # noqa: E402
-from anygen.serve.config import ServeConfig  # noqa: E402
 
 APP = "anygen-openai-test"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 KW = {"seed": 3, "max_tokens": 12}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def service():
-    import ray
-    from ray import serve
-
-    from anygen.serve.app import base_url, connect, deploy
-
-    config = ServeConfig.from_dict(
-        {
-            "app_name": APP,
-            "http": {"host": "127.0.0.1", "port": _free_port()},
-            "ray": {"num_cpus": 2},
-            "limits": {"max_media_bytes": 1_000_000, "max_body_bytes": 3_000_000},
-        }
-    )
-    if ray.is_initialized():
-        ray.shutdown()
-    assert connect(config) is True  # a new local instance
-    try:
-        deploy(config)
-        yield base_url(config)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with local_service(APP) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
