@@ -229,9 +229,19 @@ def explain_error(
     return None
 
 
-def _not_cached(repo_id: str, rev: str, cache_dir: str | Path | None, fetch: str, err: BaseException) -> str:
+def env_flag(name: str) -> bool:
+    """True when the environment variable ``name`` is set to 1 / true / yes / on (any case)."""
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def offline() -> bool:
+    """True when the Hub is off: ``HF_HUB_OFFLINE`` set now, or when huggingface_hub was imported."""
     from huggingface_hub import constants
 
+    return bool(constants.HF_HUB_OFFLINE) or env_flag("HF_HUB_OFFLINE")
+
+
+def _not_cached(repo_id: str, rev: str, cache_dir: str | Path | None, fetch: str, err: BaseException) -> str:
     cache = hub_cache(cache_dir)
     if repo_cache_folder(repo_id, cache_dir).is_dir():
         known = cached_revisions(repo_id, cache_dir)
@@ -241,13 +251,7 @@ def _not_cached(repo_id: str, rev: str, cache_dir: str | Path | None, fetch: str
         )
     else:
         missing = f"Hub repo {repo_id!r} (revision {rev!r}) is not in the local Hugging Face cache ({cache})"
-    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {
-        "1",
-        "ON",
-        "YES",
-        "TRUE",
-    }
-    if offline:
+    if offline():
         return (
             f"{missing}, and HF_HUB_OFFLINE is set, so it is not downloaded. Fetch it with `{fetch}` where the "
             "Hub is reachable, or unset HF_HUB_OFFLINE"

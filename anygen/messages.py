@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
 import urllib.parse
 import urllib.request
@@ -82,11 +81,11 @@ def is_messages(value: Any) -> bool:
 
 
 def offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` (or ``ANYGEN_OFFLINE``) is set: no media is fetched from a http(s) URL."""
-    return any(
-        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-        for k in ("HF_HUB_OFFLINE", "ANYGEN_OFFLINE")
-    )
+    """True when the Hub is off (``HF_HUB_OFFLINE``, :func:`anygen.hub.offline`) or ``ANYGEN_OFFLINE`` is set: no
+    media is fetched from a http(s) URL."""
+    from anygen import hub
+
+    return hub.offline() or hub.env_flag("ANYGEN_OFFLINE")
 
 
 def parse_messages(
