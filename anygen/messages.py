@@ -81,11 +81,10 @@ def is_messages(value: Any) -> bool:
 
 
 def offline() -> bool:
-    """True when the Hub is off (``HF_HUB_OFFLINE``, :func:`anygen.hub.offline`) or ``ANYGEN_OFFLINE`` is set: no
-    media is fetched from a http(s) URL."""
-    from anygen import hub
+    """True when ``HF_HUB_OFFLINE`` (or ``ANYGEN_OFFLINE``) is set now: no media is fetched from a http(s) URL."""
+    from anygen.hub import env_flag
 
-    return hub.offline() or hub.env_flag("ANYGEN_OFFLINE")
+    return env_flag("HF_HUB_OFFLINE") or env_flag("ANYGEN_OFFLINE")
 
 
 def parse_messages(
