@@ -1,6 +1,6 @@
 """Peak memory of each bundled pipeline whose weights are here: one call per output modality.
 
-    python -m benchmarks.presets [--device cuda] [--steps 4] [--only NAME ...] [--out benchmarks/results_presets.json]
+    python -m benchmarks.presets [--device cuda] [--steps 4] [--only NAME ...] [--out benchmarks/results.json]
 
 For every bundled spec (``pipelines/*.yaml``; ``--only`` picks some), a pipeline whose weight paths all exist is built
 as its spec says (dtypes, ``cpu_offload``, ``unload_after_use``) and asked for one item of each output modality
@@ -111,7 +111,7 @@ def _in_own_process(name: str, args: argparse.Namespace) -> dict[str, Any]:
         done = subprocess.run([*cmd, "--only", name, "--out", str(out)], capture_output=True, text=True)
         if done.returncode != 0:
             return {"skipped": "failed", "missing": [], "error": done.stderr.strip().splitlines()[-1:]}
-        return json.loads(out.read_text())["presets"][name]
+        return json.loads(out.read_text())["presets_memory"]["presets"][name]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print(f"{name:28s} LLM side {base:.2f} GB | " + " | ".join(cells))
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        old["presets_memory"] = report
+        args.out.write_text(json.dumps(old, indent=2, default=str) + "\n")
     return 0
 
 

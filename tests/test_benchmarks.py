@@ -209,7 +209,7 @@ def test_presets_memory_benchmark_measures_what_is_here_and_lists_what_is_not(tm
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    presets = json.loads(out.read_text())["presets"]
+    presets = json.loads(out.read_text())["presets_memory"]["presets"]
     tiny = presets["tiny"]
     for modality in ("image", "video", "audio"):
         assert tiny[modality]["made"] == 1
